@@ -1,0 +1,43 @@
+"""Shared CLI plumbing: a parser whose errors are one line with exit code 2, dual-spelling flags."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any, NoReturn
+
+
+class FriendlyParser(argparse.ArgumentParser):
+    """ArgumentParser that reports a bad flag as one line (and exit code 2), no usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def add_flag(parser: argparse.ArgumentParser, name: str, *aliases: str, **kwargs: Any) -> None:
+    """Add ``--name`` under both spellings: ``--save_path``/``--save-path`` share one dest."""
+    spellings = [f"--{name}"]
+    for variant in (name.replace("_", "-"), name.replace("-", "_")):
+        if f"--{variant}" not in spellings:
+            spellings.append(f"--{variant}")
+    spellings += [a for a in aliases if a not in spellings]
+    kwargs.setdefault("dest", name.replace("-", "_"))
+    parser.add_argument(*spellings, **kwargs)
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Messages to stderr, plain (the summary lines are for people)."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
+    for noisy in ("PIL", "matplotlib", "urllib3", "wandb", "fsspec"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def parse_bool(text: str) -> bool:
+    """``true/false/1/0/yes/no`` -> bool (for flags like ``--cautious false``)."""
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")

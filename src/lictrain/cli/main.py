@@ -1,0 +1,48 @@
+"""``lictrain`` command line: one parser, one module per subcommand.
+
+Every :class:`lictrain.errors.LictrainError` becomes ``lictrain <cmd>: error: <message>`` on
+stderr and exit code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from lictrain.cli.common import FriendlyParser, setup_logging
+from lictrain.errors import LictrainError
+
+#: subcommand -> module in lictrain.cli exposing add_parser(subparsers) and run(args) -> int
+SUBCOMMANDS = {
+    "train": "train",
+    "models": "models",
+    "gamma-plot": "gamma_plot",
+    "export": "export",
+}
+
+
+def build_parser() -> FriendlyParser:
+    parser = FriendlyParser(prog="lictrain", description="Train and evaluate learned image codecs with balanced R-D optimisation.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=FriendlyParser)
+    for module_name in SUBCOMMANDS.values():
+        importlib.import_module(f"lictrain.cli.{module_name}").add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    setup_logging(getattr(args, "verbose", False))
+    try:
+        return int(args.run(args) or 0)
+    except LictrainError as exc:
+        print(f"lictrain {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

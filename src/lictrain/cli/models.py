@@ -1,0 +1,19 @@
+"""``lictrain models``: list the registered architectures."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("models", help="list the model architectures lictrain can train")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lictrain.models import available_models, get_spec
+
+    for name in available_models():
+        spec = get_spec(name)
+        print(f"{name:24s} quality {spec.qualities[0]}..{spec.qualities[-1]}  input multiple of {spec.alignment:<3d} {spec.description}")
+    return 0

@@ -1,0 +1,113 @@
+"""``lictrain train``: flags (the guide's underscore spellings and dashed ones) -> TrainConfig -> fit."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import signal
+from typing import Any
+
+from lictrain.cli.common import add_flag, parse_bool
+from lictrain.config import GAMMA_STRATEGIES, TrainConfig
+
+log = logging.getLogger(__name__)
+
+#: flags a resumed run may change; all others come from the checkpoint's config
+RESUME_OVERRIDABLE = ("epochs", "device", "num_workers", "wandb_mode")
+
+_D = TrainConfig()
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train", help="train a learned image codec", argument_default=argparse.SUPPRESS,
+        description="Train a learned image codec on R + λ·D. With no flags: a short CPU run of "
+                    f"{_D.model} on the built-in photos.",
+    )
+    g = p.add_argument_group("data")
+    add_flag(g, "dataset", "-d", metavar="DIR", help="CompressAI layout (DIR/train, DIR/test) or a flat folder (90/10 split); default: built-in photos")
+    add_flag(g, "patch_size", type=int, metavar="PX", help=f"training crop size (default {_D.patch_size})")
+    add_flag(g, "test_patch_size", type=int, metavar="PX", help=f"test centre-crop size (default {_D.test_patch_size})")
+    add_flag(g, "batch_size", type=int, help=f"default {_D.batch_size}")
+    add_flag(g, "test_batch_size", type=int, help=f"default {_D.test_batch_size}")
+    add_flag(g, "epoch_size", type=int, metavar="CROPS", help=f"training crops per epoch (default {_D.epoch_size})")
+    add_flag(g, "num_workers", type=int, help="DataLoader workers (default 0: images are already decoded in memory)")
+
+    g = p.add_argument_group("model and loss")
+    add_flag(g, "model", "-m", help=f"registry name, see `lictrain models` (default {_D.model})")
+    add_flag(g, "quality", "-q", type=int, help=f"picks the network width (default {_D.quality})")
+    add_flag(g, "lambda", dest="lmbda", type=float, help=f"R-D trade-off λ (default {_D.lmbda})")
+    add_flag(g, "metric", help="mse (λ·255²·MSE + bpp) or ms-ssim (λ·(1-MS-SSIM) + bpp)")
+
+    g = p.add_argument_group("optimisation")
+    add_flag(g, "epochs", "-e", type=int, help=f"default {_D.epochs}")
+    add_flag(g, "lr", "--learning-rate", "--learning_rate", type=float, help=f"default {_D.lr}")
+    add_flag(g, "aux_lr", type=float, help=f"EntropyBottleneck quantile LR (default {_D.aux_lr})")
+    add_flag(g, "clip_max_norm", type=float, help="gradient clipping norm, 0 disables (default 1.0)")
+    add_flag(g, "lr_schedule", help="multistep (HPCM's, scaled to --epochs) or plateau")
+    add_flag(g, "seed", type=int, help=f"default {_D.seed}")
+    add_flag(g, "device", help="auto, cpu or cuda (default auto)")
+
+    g = p.add_argument_group("balanced R-D (Zhang et al., CVPR 2025)")
+    add_flag(g, "use_balanced", action="store_true", help="balance rate and distortion as two tasks")
+    add_flag(g, "balanced_method", help="trajectory (from scratch, default) or qp (fine-tuning)")
+    add_flag(g, "balanced_update", help="same-batch (reference, extra forward) or next-batch (no extra forward)")
+    add_flag(g, "balanced_tasks", help="rd (2 tasks) or hierarchical (distortion + one rate per coding scale)")
+    add_flag(g, "gamma", type=float, help=f"decay on the weight logits (default {_D.gamma})")
+    add_flag(g, "w_lr", type=float, help=f"learning rate of the weight logits (default {_D.w_lr})")
+    add_flag(g, "cautious", type=parse_bool, metavar="BOOL", help="cautious Adam masking (default true)")
+
+    g = p.add_argument_group("adaptive gamma")
+    add_flag(g, "adaptive_gamma", action="store_true", help="schedule gamma per epoch (needs --use_balanced)")
+    add_flag(g, "gamma_strategy", help=f"one of {', '.join(GAMMA_STRATEGIES)} (default {_D.gamma_strategy})")
+    add_flag(g, "gamma_final", type=float, help=f"default {_D.gamma_final}")
+    add_flag(g, "step_epochs", type=int, nargs="+", help="epochs of the step strategy's decays (default 1000 2000)")
+    add_flag(g, "gamma_decay", type=float, help="decay factor of the step/adaptive strategies (default 0.5)")
+    add_flag(g, "adaptive_window", type=int, help="epochs of the adaptive strategy's window (default 50)")
+    add_flag(g, "adaptive_threshold", type=float, help="relative improvement below which gamma is cut (default 0.01)")
+
+    g = p.add_argument_group("run records and checkpoints")
+    add_flag(g, "save_path", "-o", metavar="DIR", help="run directory (default ./outputs/<model>-<lambda>-<time>)")
+    add_flag(g, "wandb_mode", help="offline (default, no account), online or disabled")
+    add_flag(g, "wandb_project", help=f"default {_D.wandb_project}")
+    add_flag(g, "resume", metavar="DIR_OR_FILE", help="continue a run from its directory or a checkpoint file")
+    add_flag(g, "pretrained", metavar="PATH", help="start from these weights (fine-tuning; optimiser state fresh)")
+    add_flag(g, "keep_last_n", type=int, help=f"recent checkpoints kept (default {_D.keep_last_n})")
+    add_flag(g, "keep_best", type=int, help=f"best checkpoints kept (default {_D.keep_best})")
+    add_flag(g, "best_weights_only", action="store_true", help="keep best checkpoints as weights only")
+    p.set_defaults(run=run)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Explicit flags over defaults; on ``--resume``, over the checkpoint's saved config."""
+    given: dict[str, Any] = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    if given.get("clip_max_norm") == 0:
+        given["clip_max_norm"] = None
+    if "resume" in given:
+        from lictrain.checkpoint import resolve_checkpoint, safe_torch_load
+
+        saved = safe_torch_load(resolve_checkpoint(given["resume"])).get("config") or {}
+        ignored = sorted(k for k in given if k not in RESUME_OVERRIDABLE + ("resume",) and given[k] != saved.get(k))
+        if ignored:
+            log.warning("--resume keeps the run's own settings; ignoring: %s", ", ".join(ignored))
+        base = {k: v for k, v in saved.items() if k not in ("resume", "pretrained")}
+        given = {**base, **{k: v for k, v in given.items() if k in RESUME_OVERRIDABLE}, "resume": given["resume"]}
+    return TrainConfig.from_dict(given).validate()
+
+
+def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def run(args: argparse.Namespace) -> int:
+    from lictrain.training.fit import fit
+
+    cfg = config_from_args(args)
+    # SIGTERM (cluster pre-emption, `kill`) takes the same path as Ctrl-C: checkpoint, then exit.
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        result = fit(cfg)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 130 if result.status == "interrupted" else 0

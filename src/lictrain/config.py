@@ -1,0 +1,140 @@
+"""TrainConfig: every ``lictrain train`` setting, its default and its validation, in one place."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lictrain.errors import ConfigError
+
+GAMMA_STRATEGIES = ("linear", "cosine", "step", "adaptive", "hpcm")
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run. Field names are the CLI's ``dest`` names.
+
+    The defaults make ``lictrain train`` with no arguments a short CPU demo on the built-in
+    photos; a full HPCM schedule is ``--epochs 3000 --patch-size 256``.
+    """
+
+    # data
+    dataset: str | None = None
+    patch_size: int = 128
+    test_patch_size: int = 256
+    batch_size: int = 8
+    test_batch_size: int = 4
+    epoch_size: int = 256
+    num_workers: int = 0
+    # model and loss
+    model: str = "bmshj2018-hyperprior"
+    quality: int = 1
+    lmbda: float = 0.0067
+    metric: str = "mse"
+    # optimisation
+    epochs: int = 10
+    lr: float = 1e-4
+    aux_lr: float = 1e-3
+    clip_max_norm: float | None = 1.0
+    lr_schedule: str = "multistep"
+    seed: int = 0
+    device: str = "auto"
+    # balanced R-D
+    use_balanced: bool = False
+    balanced_method: str = "trajectory"
+    balanced_update: str = "same-batch"
+    balanced_tasks: str = "rd"
+    gamma: float = 0.003
+    w_lr: float = 0.025
+    cautious: bool = True
+    # gamma schedule
+    adaptive_gamma: bool = False
+    gamma_strategy: str = "hpcm"
+    gamma_final: float = 0.001
+    step_epochs: list[int] = field(default_factory=lambda: [1000, 2000])
+    gamma_decay: float = 0.5
+    adaptive_window: int = 50
+    adaptive_threshold: float = 0.01
+    # run records and checkpoints
+    save_path: str | None = None
+    wandb_mode: str = "offline"
+    wandb_project: str = "lictrain"
+    resume: str | None = None
+    pretrained: str | None = None
+    keep_last_n: int = 3
+    keep_best: int = 3
+    best_weights_only: bool = False
+
+    def validate(self) -> "TrainConfig":
+        """Check every value; raise :class:`ConfigError` naming the first bad flag and the fix."""
+        _positive_int(self, "epochs", "patch_size", "test_patch_size", "batch_size", "test_batch_size",
+                      "epoch_size", "keep_last_n", "adaptive_window")
+        _positive_float(self, "lmbda", "lr", "aux_lr", "w_lr", "gamma_final")
+        if self.num_workers < 0:
+            raise ConfigError(f"--num-workers must be >= 0, got {self.num_workers}")
+        if self.keep_best < 0:
+            raise ConfigError(f"--keep-best must be >= 0, got {self.keep_best}")
+        if not (math.isfinite(self.gamma) and self.gamma >= 0):
+            raise ConfigError(f"--gamma must be a finite number >= 0, got {self.gamma}")
+        if self.clip_max_norm is not None and not self.clip_max_norm > 0:
+            raise ConfigError(f"--clip_max_norm must be positive (or 0 to disable), got {self.clip_max_norm}")
+        if not 0 < self.gamma_decay <= 1:
+            raise ConfigError(f"--gamma-decay must be in (0, 1], got {self.gamma_decay}")
+        if not 0 <= self.adaptive_threshold < 1:
+            raise ConfigError(f"--adaptive_threshold must be in [0, 1), got {self.adaptive_threshold}")
+        _choice(self, "metric", ("mse", "ms-ssim"))
+        _choice(self, "lr_schedule", ("multistep", "plateau"))
+        _choice(self, "device", ("auto", "cpu", "cuda"))
+        _choice(self, "wandb_mode", ("offline", "online", "disabled"))
+        _choice(self, "balanced_method", ("trajectory", "qp"))
+        _choice(self, "balanced_update", ("same-batch", "next-batch"))
+        _choice(self, "balanced_tasks", ("rd", "hierarchical"))
+        _choice(self, "gamma_strategy", GAMMA_STRATEGIES)
+        if self.adaptive_gamma and not self.use_balanced:
+            raise ConfigError("--adaptive_gamma schedules the balanced optimiser's gamma; add --use_balanced")
+        if any(e < 0 for e in self.step_epochs):
+            raise ConfigError(f"--step_epochs must be non-negative epochs, got {self.step_epochs}")
+        if self.resume and self.pretrained:
+            raise ConfigError("--resume continues a run and --pretrained starts a new one from weights; pass only one")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON view (for run.json and checkpoints)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        """Inverse of :meth:`to_dict`; unknown keys (from newer versions) are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    def default_run_dir(self, timestamp: str) -> Path:
+        """``./outputs/<model>-<lambda>-<time>``."""
+        return Path("outputs") / f"{self.model}-{self.lmbda:g}-{timestamp}"
+
+
+def _flag(name: str) -> str:
+    return "--lambda" if name == "lmbda" else "--" + name.replace("_", "-")
+
+
+def _positive_int(cfg: TrainConfig, *names: str) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"{_flag(name)} must be a positive integer, got {value}")
+
+
+def _positive_float(cfg: TrainConfig, *names: str) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise ConfigError(f"{_flag(name)} must be a positive number, got {value}")
+
+
+def _choice(cfg: TrainConfig, name: str, choices: tuple[str, ...]) -> None:
+    value = getattr(cfg, name)
+    if value not in choices:
+        raise ConfigError(f"{_flag(name)} must be one of {', '.join(choices)}; got {value!r}")

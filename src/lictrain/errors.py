@@ -1,0 +1,23 @@
+"""Typed errors for problems a user can fix.
+
+Library code raises these instead of printing or exiting; ``lictrain.cli`` turns each into
+a one-line message and exit code 2. The message should name the problem *and* the fix.
+"""
+
+from __future__ import annotations
+
+
+class LictrainError(Exception):
+    """Base class: a user-facing problem with a one-line, actionable message."""
+
+
+class ConfigError(LictrainError, ValueError):
+    """A bad flag or argument value (negative lambda, unknown model, ...)."""
+
+
+class DataError(LictrainError):
+    """A missing, empty or unreadable data set, or crops larger than its images."""
+
+
+class CheckpointError(LictrainError):
+    """A missing, corrupt, unsafe or incompatible checkpoint, or a locked run directory."""

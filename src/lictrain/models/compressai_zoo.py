@@ -1,0 +1,44 @@
+"""CompressAI's zoo architectures, randomly initialised (``pretrained=False``).
+
+Ballé et al., "Variational image compression with a scale hyperprior" (ICLR 2018);
+Minnen et al., "Joint autoregressive and hierarchical priors" (NeurIPS 2018);
+Cheng et al., "Learned image compression with discretized Gaussian mixture likelihoods and
+attention modules" (CVPR 2020). ``quality`` picks the width exactly as CompressAI does.
+"""
+
+from __future__ import annotations
+
+import torch
+from compressai import zoo
+
+from lictrain.models.registry import register_model
+
+
+@register_model("bmshj2018-factorized", alignment=16, qualities=range(1, 9))
+def bmshj2018_factorized(quality: int) -> torch.nn.Module:
+    """Ballé 2018 factorized prior (no hyperprior), CompressAI."""
+    return zoo.bmshj2018_factorized(quality=quality, pretrained=False)
+
+
+@register_model("bmshj2018-hyperprior", alignment=64, qualities=range(1, 9))
+def bmshj2018_hyperprior(quality: int) -> torch.nn.Module:
+    """Ballé 2018 scale hyperprior, CompressAI."""
+    return zoo.bmshj2018_hyperprior(quality=quality, pretrained=False)
+
+
+@register_model("mbt2018-mean", alignment=64, qualities=range(1, 9))
+def mbt2018_mean(quality: int) -> torch.nn.Module:
+    """Minnen 2018 mean-scale hyperprior, CompressAI."""
+    return zoo.mbt2018_mean(quality=quality, pretrained=False)
+
+
+@register_model("mbt2018", alignment=64, qualities=range(1, 9))
+def mbt2018(quality: int) -> torch.nn.Module:
+    """Minnen 2018 joint autoregressive + hyperprior, CompressAI."""
+    return zoo.mbt2018(quality=quality, pretrained=False)
+
+
+@register_model("cheng2020-anchor", alignment=64, qualities=range(1, 7))
+def cheng2020_anchor(quality: int) -> torch.nn.Module:
+    """Cheng 2020 anchor (residual blocks, autoregressive context), CompressAI."""
+    return zoo.cheng2020_anchor(quality=quality, pretrained=False)

@@ -1,0 +1,99 @@
+"""Model registry: codec architectures by name.
+
+Every model joins with one decorator::
+
+    @register_model("my-codec", alignment=64, qualities=range(1, 9))
+    def my_codec(quality: int) -> torch.nn.Module: ...
+
+and is then available to ``lictrain train --model my-codec`` and :func:`build_model`.
+
+Model interface (CompressAI's): ``forward(x)`` returns a dict with ``x_hat`` and
+``likelihoods`` (name -> tensor). A model may also return ``rate_likelihoods`` (name ->
+tensor, e.g. HPCM's ``z``, ``s1``, ``s2``, ``s3``) whose entries partition the rate more
+finely; the hierarchical balanced tasks use those when present, else ``likelihoods``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from lictrain.errors import ConfigError
+
+ModelFactory = Callable[[int], torch.nn.Module]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered architecture.
+
+    Attributes:
+        name: registry name (``--model``).
+        factory: ``quality -> nn.Module`` (randomly initialised).
+        alignment: input height/width must be a multiple of this (total downsampling).
+        qualities: valid ``--quality`` values (they pick the network width).
+        description: one line for ``lictrain models``.
+    """
+
+    name: str
+    factory: ModelFactory
+    alignment: int
+    qualities: tuple[int, ...]
+    description: str = ""
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(
+    name: str, *, alignment: int, qualities: range | tuple[int, ...], description: str = ""
+) -> Callable[[ModelFactory], ModelFactory]:
+    """Decorator adding a ``quality -> nn.Module`` factory to the registry under ``name``."""
+
+    def decorator(factory: ModelFactory) -> ModelFactory:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is already registered")
+        _REGISTRY[name] = ModelSpec(name, factory, alignment, tuple(qualities), description or (factory.__doc__ or "").strip().splitlines()[0])
+        return factory
+
+    return decorator
+
+
+def available_models() -> list[str]:
+    """Registered model names, sorted."""
+    _load_builtin_models()
+    return sorted(_REGISTRY)
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The :class:`ModelSpec` of ``name``.
+
+    Raises:
+        ConfigError: unknown name (the message lists the known ones).
+    """
+    _load_builtin_models()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(sorted(_REGISTRY))}") from None
+
+
+def build_model(name: str, quality: int) -> torch.nn.Module:
+    """Build a randomly initialised model ``name`` at ``quality``.
+
+    Raises:
+        ConfigError: unknown model or a quality it does not offer.
+    """
+    spec = get_spec(name)
+    if quality not in spec.qualities:
+        raise ConfigError(
+            f"--quality {quality} is not available for {name}; choose {spec.qualities[0]}..{spec.qualities[-1]}"
+        )
+    return spec.factory(quality)
+
+
+def _load_builtin_models() -> None:
+    # Importing the modules runs their @register_model decorators.
+    from lictrain.models import compressai_zoo  # noqa: F401

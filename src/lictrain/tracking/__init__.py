@@ -1,0 +1,1 @@
+"""lictrain.tracking."""

@@ -1,0 +1,131 @@
+"""Run records readable without W&B: ``run.json`` and ``metrics.jsonl``.
+
+``run.json`` holds the config, the status (``running``, ``finished``, ``failed``,
+``interrupted``), the final summary and the package versions; it is rewritten atomically.
+``metrics.jsonl`` gets one JSON object per epoch, appended and flushed as the epoch ends.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.jsonl"
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python and the libraries that decide a run's numbers."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"python": platform.python_version()}
+    for name in ("lictrain", "torch", "torchvision", "compressai", "numpy", "wandb"):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def json_safe(value: Any) -> Any:
+    """Replace non-finite floats by None (JSON has no NaN) and paths by strings, recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON to ``path`` via a temporary file and ``os.replace``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(json_safe(data), handle, indent=2)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class RunRecord:
+    """Writes ``run.json`` and ``metrics.jsonl`` in a run directory."""
+
+    def __init__(self, run_dir: Path, config: dict[str, Any], *, resumed: bool = False) -> None:
+        self.run_dir = run_dir
+        self.run_path = run_dir / RUN_FILE
+        self.metrics_path = run_dir / METRICS_FILE
+        previous = self._read_existing() if resumed else {}
+        self.data: dict[str, Any] = {
+            "config": config,
+            "status": "running",
+            "started": previous.get("started", _now()),
+            "command": " ".join(sys.argv),
+            "versions": package_versions(),
+            "summary": previous.get("summary", {}),
+            "wandb_run_id": previous.get("wandb_run_id"),
+        }
+        if resumed:
+            self.data["resumed"] = previous.get("resumed", 0) + 1
+        self.flush()
+
+    def _read_existing(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.run_path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def set(self, key: str, value: Any) -> None:
+        self.data[key] = value
+        self.flush()
+
+    def log_epoch(self, metrics: dict[str, Any]) -> None:
+        """Append one epoch's metrics and fold them into the summary."""
+        with self.metrics_path.open("a") as handle:
+            handle.write(json.dumps(json_safe(metrics)) + "\n")
+            handle.flush()
+        self.data["summary"] = {**self.data["summary"], **metrics}
+        self.flush()
+
+    def truncate_metrics_after(self, epoch: int) -> None:
+        """Drop lines of epochs >= ``epoch`` (a resumed run rewrites those epochs)."""
+        if not self.metrics_path.exists():
+            return
+        kept = [line for line in self.metrics_path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("epoch", -1) < epoch]
+        self.metrics_path.write_text("".join(line + "\n" for line in kept))
+
+    def finish(self, status: str, **summary: Any) -> None:
+        self.data["status"] = status
+        self.data["ended"] = _now()
+        self.data["summary"] = {**self.data["summary"], **summary}
+        self.flush()
+
+    def flush(self) -> None:
+        write_json_atomic(self.run_path, self.data)
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """All epochs of ``run_dir/metrics.jsonl`` (empty if absent)."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,114 @@
+"""Building a run's parts from a :class:`TrainConfig`: device, seeds, data loaders, weights."""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from lictrain.config import TrainConfig
+from lictrain.data import CenterCropDataset, RandomCropDataset, load_splits
+from lictrain.errors import CheckpointError, ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda asked for, but no CUDA GPU is visible; use --device auto or cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class EpochSeededLoader:
+    """A DataLoader whose shuffling and crops depend only on (seed, epoch, index).
+
+    Call :meth:`set_epoch` before iterating. Because no state carries over between epochs,
+    a resumed run sees exactly the batches the uninterrupted run would have seen.
+    """
+
+    def __init__(self, dataset: RandomCropDataset, batch_size: int, num_workers: int, seed: int,
+                 pin_memory: bool = False) -> None:
+        self.dataset = dataset
+        self.seed = seed
+        self.generator = torch.Generator()
+        self.loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
+                                 num_workers=num_workers, generator=self.generator, pin_memory=pin_memory)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator.manual_seed(self.seed * 100_003 + epoch)
+        self.dataset.set_epoch(self.seed, epoch)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        return iter(self.loader)
+
+
+def build_loaders(cfg: TrainConfig, device: torch.device) -> tuple[EpochSeededLoader, DataLoader, str]:
+    """Train loader (random crops), test loader (centre crops) and a description of the source."""
+    splits = load_splits(cfg.dataset)
+    train_set = RandomCropDataset(splits.train, cfg.patch_size, cfg.epoch_size)
+    test_set = CenterCropDataset(splits.test, cfg.test_patch_size)
+    if cfg.epoch_size < cfg.batch_size:
+        raise ConfigError(f"--epoch-size {cfg.epoch_size} is smaller than --batch-size {cfg.batch_size}; raise it")
+    pin = device.type == "cuda"
+    train = EpochSeededLoader(train_set, cfg.batch_size, cfg.num_workers, cfg.seed, pin_memory=pin)
+    test = DataLoader(test_set, batch_size=cfg.test_batch_size, shuffle=False, num_workers=0, pin_memory=pin)
+    log.info("data: %s — %d train images, %d test images", splits.source, len(train_set.images), len(test_set))
+    return train, test, splits.source
+
+
+def check_alignment(cfg: TrainConfig, alignment: int) -> None:
+    """Crops must be a multiple of the model's total downsampling factor."""
+    for flag, size in (("--patch-size", cfg.patch_size), ("--test-patch-size", cfg.test_patch_size)):
+        if size % alignment:
+            raise ConfigError(f"{flag} {size} is not a multiple of {alignment}, which {cfg.model} needs; "
+                              f"use {max(alignment, size // alignment * alignment)}")
+
+
+def load_pretrained_weights(model: torch.nn.Module, path: str) -> None:
+    """Load weights only (fine-tuning) from a lictrain checkpoint, a state dict or safetensors.
+
+    Raises:
+        CheckpointError: missing/unsafe file or weights that do not fit the model.
+    """
+    file = Path(path).expanduser()
+    if file.is_dir():
+        from lictrain.checkpoint import resolve_checkpoint
+
+        file = resolve_checkpoint(file)
+    if not file.is_file():
+        raise CheckpointError(f"--pretrained file not found: {file}")
+    if file.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(str(file))
+        except Exception as exc:  # safetensors raises its own error types
+            raise CheckpointError(f"cannot read safetensors file {file}: {exc}") from exc
+    else:
+        from lictrain.checkpoint import safe_torch_load
+
+        loaded = safe_torch_load(file)
+        state = loaded.get("model_state", loaded) if isinstance(loaded, dict) else loaded
+    try:
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"weights in {file} do not fit this model ({first}); check --model and --quality") from exc
+    log.info("loaded pretrained weights from %s", file)

@@ -1,0 +1,102 @@
+"""The training loop, top to bottom: ``fit`` -> per epoch ``train_one_epoch`` + ``test_epoch``."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from lictrain.losses import RateDistortionLoss, ms_ssim_value, psnr_from_mse
+from lictrain.training.steps import StepOutcome
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EpochStats:
+    """Means over an epoch's batches (train: applied steps only)."""
+
+    values: dict[str, float]
+    skipped: int = 0
+
+
+def train_one_epoch(
+    step: Callable[[torch.Tensor], StepOutcome],
+    model: torch.nn.Module,
+    loader: Iterable[torch.Tensor],
+    device: torch.device,
+    epoch: int,
+    total_batches: int,
+    show_progress: bool | None = None,
+) -> EpochStats:
+    """One pass over ``loader``: one ``step`` per batch, with a tqdm bar (loss, bpp, PSNR)."""
+    model.train()
+    sums: dict[str, float] = defaultdict(float)
+    applied = skipped = 0
+    bar = tqdm(loader, total=total_batches, desc=f"epoch {epoch}", leave=False, disable=None if show_progress is None else not show_progress, dynamic_ncols=True)
+    for batch in bar:
+        outcome = step(batch.to(device, non_blocking=True))
+        if not outcome.applied:
+            skipped += 1
+            continue
+        applied += 1
+        psnr = psnr_from_mse(outcome.mse)
+        for key, value in (("loss", outcome.loss), ("bpp", outcome.bpp), ("mse", outcome.mse),
+                           ("psnr", psnr), ("aux_loss", outcome.aux_loss), *outcome.extra.items()):
+            sums[key] += value
+        bar.set_postfix(loss=f"{outcome.loss:.4f}", bpp=f"{outcome.bpp:.3f}", psnr=f"{psnr:.2f}", refresh=False)
+    if skipped:
+        log.warning("epoch %d: skipped %d batch(es) with a non-finite loss or gradient", epoch, skipped)
+    return EpochStats({k: v / applied for k, v in sums.items()} if applied else {}, skipped)
+
+
+@torch.no_grad()
+def test_epoch(model: torch.nn.Module, criterion: RateDistortionLoss, loader: Iterable[torch.Tensor],
+               device: torch.device) -> EpochStats:
+    """Loss, estimated bpp, MSE, PSNR and MS-SSIM on the test split (eval mode), image-weighted."""
+    model.eval()
+    sums: dict[str, float] = defaultdict(float)
+    count = 0
+    for batch in loader:
+        batch = batch.to(device)
+        out = model(batch)
+        terms = criterion(out, batch)
+        n = batch.shape[0]
+        x_hat = out["x_hat"].clamp(0, 1)
+        per_image_mse = F.mse_loss(x_hat, batch, reduction="none").flatten(1).mean(1)
+        sums["loss"] += float(terms.loss) * n
+        sums["bpp"] += float(terms.bpp) * n
+        sums["mse"] += float(per_image_mse.sum())
+        sums["psnr"] += sum(psnr_from_mse(float(m)) for m in per_image_mse)
+        sums["ms_ssim"] += float(ms_ssim_value(x_hat, batch)) * n
+        count += n
+    return EpochStats({k: v / count for k, v in sums.items()})
+
+
+def format_summary(epoch: int, epochs: int, train: EpochStats, test: EpochStats, lr: float, seconds: float,
+                   extra: dict[str, float] | None = None) -> str:
+    """The one-line per-epoch summary printed after each epoch."""
+    t, v = train.values, test.values
+    parts = [
+        f"epoch {epoch + 1}/{epochs}",
+        f"train loss {t.get('loss', math.nan):.4f} bpp {t.get('bpp', math.nan):.3f} psnr {t.get('psnr', math.nan):.2f}",
+        f"| test loss {v['loss']:.4f} bpp {v['bpp']:.3f} psnr {v['psnr']:.2f} ms-ssim {v['ms_ssim']:.4f}",
+        f"| lr {lr:.2e}",
+    ]
+    for key, value in (extra or {}).items():
+        parts.append(f"{key} {value:.4g}")
+    if train.skipped:
+        parts.append(f"skipped {train.skipped}")
+    parts.append(f"| {seconds:.1f}s")
+    return " ".join(parts)
+
+
+def elapsed(start: float) -> float:
+    return time.perf_counter() - start

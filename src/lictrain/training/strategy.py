@@ -1,0 +1,51 @@
+"""Training strategies: how a batch becomes an update, and what is scheduled per epoch.
+
+``standard``: Adam on ``λD + R``. ``balanced``: :class:`lictrain.BalancedOptimizer` on the
+task losses, with an optional gamma schedule. Both expose the same small interface, so the
+loop in :mod:`lictrain.training.fit` does not branch on the method.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from lictrain.config import TrainConfig
+from lictrain.losses import RateDistortionLoss
+from lictrain.training.steps import StandardStep, StepOutcome
+
+
+class StandardStrategy:
+    """Adam on ``λD + R`` (with aux step, clipping and non-finite skipping)."""
+
+    def __init__(self, cfg: TrainConfig, model: torch.nn.Module, criterion: RateDistortionLoss,
+                 net_params: list[torch.nn.Parameter], aux_optimizer: torch.optim.Optimizer | None) -> None:
+        self.optimizer = torch.optim.Adam(net_params, lr=cfg.lr)
+        self._step = StandardStep(model, criterion, self.optimizer, aux_optimizer, net_params, cfg.clip_max_norm)
+
+    def step(self, batch: torch.Tensor) -> StepOutcome:
+        return self._step(batch)
+
+    def begin_epoch(self, epoch: int) -> dict[str, float]:
+        return {}
+
+    def end_epoch(self, epoch: int, test_loss: float) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"skipped": self._step.skipped}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._step.skipped = int(state.get("skipped", 0))
+
+
+def build_strategy(cfg: TrainConfig, model: torch.nn.Module, criterion: RateDistortionLoss,
+                   net_params: list[torch.nn.Parameter], aux_optimizer: torch.optim.Optimizer | None,
+                   train_loader: Any, device: torch.device) -> Any:
+    """The strategy ``cfg`` asks for (standard, or balanced with its gamma schedule)."""
+    if cfg.use_balanced:
+        from lictrain.training.balanced import BalancedStrategy
+
+        return BalancedStrategy(cfg, model, criterion, net_params, aux_optimizer)
+    return StandardStrategy(cfg, model, criterion, net_params, aux_optimizer)
