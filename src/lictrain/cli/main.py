@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_logging(getattr(args, "verbose", False))
     try:
-        return int(args.run(args) or 0)
+        return int(args.func(args) or 0)
     except LictrainError as exc:
         print(f"lictrain {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -76,7 +76,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_flag(g, "keep_last_n", type=int, help=f"recent checkpoints kept (default {_D.keep_last_n})")
     add_flag(g, "keep_best", type=int, help=f"best checkpoints kept (default {_D.keep_best})")
     add_flag(g, "best_weights_only", action="store_true", help="keep best checkpoints as weights only")
-    p.set_defaults(run=run)
+    p.set_defaults(func=run)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

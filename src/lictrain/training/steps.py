@@ -88,7 +88,7 @@ class StandardStep:
         self.optimizer.step()
         if self.aux_optimizer is not None:
             self.aux_optimizer.step()
-        return outcome_from_terms(terms, True, grad_norm=norm, aux_loss=float(aux) if aux is not None else float("nan"))
+        return outcome_from_terms(terms, True, grad_norm=norm, aux_loss=float(aux.detach()) if aux is not None else float("nan"))
 
     def __call__(self, batch: torch.Tensor) -> StepOutcome:
         terms = self.criterion(self.model(batch), batch)

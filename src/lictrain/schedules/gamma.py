@@ -1,0 +1,716 @@
+"""Gamma schedules for the balanced rate-distortion optimiser.
+
+The balanced optimiser weighs its task gradients with logits that decay by ``gamma`` each
+step; these schedulers move ``gamma`` over training. Five strategies (section 1 of the phase 2
+implementation guide), with ``t`` the epoch, ``T = total_epochs``, ``g0 = initial_gamma`` and
+``gf = final_gamma``:
+
+* ``linear``: ``g0 - (g0 - gf) * t / T``
+* ``cosine``: ``gf + 0.5 * (g0 - gf) * (1 + cos(pi * t / T))``
+* ``step``: ``g0 * gamma_decay ** (number of step_epochs <= t)``
+* ``adaptive``: multiply gamma by ``gamma_decay`` when the loss plateaus (relative
+  improvement over the last ``window_size`` losses below ``threshold``), at most one cut per
+  window, never below ``gf``, never up.
+* ``hpcm``: three phases with boundaries ``P1 = T/10`` and ``P2 = 2T/3`` (300 and 2000 at
+  ``T = 3000``): warm-up ``g0 * (1 + 0.2 t/P1)``, scaling ``g0 * 1.2 * (1 - 0.5 p)``,
+  refinement ``g0 * 0.7 * (1 - 0.3 p)`` with ``p`` the progress through the phase. Ignores
+  ``gf``, as in the guide.
+
+``step`` and ``hpcm`` do not use ``final_gamma``; ``linear``, ``cosine`` and ``adaptive``
+need ``final_gamma <= initial_gamma`` (gamma only decays).
+
+A scheduler writes the gamma it computes into its optimiser: an object with a writable
+``gamma`` attribute (lictrain's ``BalancedOptimizer``), a torch optimiser whose param groups
+carry a ``"gamma"`` key (each group's is set), or ``None`` (compute only).
+:class:`MultiScaleGammaScheduler` runs one schedule per task group and hands the optimiser one
+gamma per task (the guide's "multi-scale adaptive gamma").
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import logging
+import math
+import numbers
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from lictrain.errors import CheckpointError, ConfigError
+
+__all__ = [
+    "STRATEGIES",
+    "AdaptiveGammaScheduler",
+    "HPCMGammaScheduler",
+    "MultiScaleGammaScheduler",
+    "build_gamma_scheduler",
+    "gamma_scheduler_from_args",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Strategy names accepted by :class:`AdaptiveGammaScheduler`, in the guide's order.
+STRATEGIES: tuple[str, ...] = ("linear", "cosine", "step", "adaptive", "hpcm")
+
+#: Strategies that decay from ``initial_gamma`` to ``final_gamma`` and so need
+#: ``final_gamma <= initial_gamma``.
+_USES_FINAL: frozenset[str] = frozenset({"linear", "cosine", "adaptive"})
+
+DEFAULT_STEP_EPOCHS: tuple[int, ...] = (1000, 2000)
+DEFAULT_GAMMA_DECAY: float = 0.5
+DEFAULT_WINDOW_SIZE: int = 50
+DEFAULT_THRESHOLD: float = 0.01
+
+_KWARGS: frozenset[str] = frozenset({"step_epochs", "gamma_decay", "window_size", "threshold"})
+
+_STATE_VERSION = 1
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _positive_gamma(name: str, value: Any) -> float:
+    if not _is_real(value) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def _make_setter(optimizer: Any) -> Callable[[Any], None] | None:
+    """Return a function that writes gamma into ``optimizer`` (``None``: compute only).
+
+    Chosen once at construction so that ``step()`` does no type dispatch.
+
+    Raises:
+        ConfigError: If ``optimizer`` has neither a ``gamma`` attribute nor param groups that
+            carry ``"gamma"`` (a plain Adam: gamma scheduling needs the balanced optimiser).
+    """
+    if optimizer is None:
+        return None
+    if hasattr(optimizer, "gamma"):
+        return functools.partial(setattr, optimizer, "gamma")
+    groups = getattr(optimizer, "param_groups", None)
+    if groups is not None and len(groups) > 0 and all("gamma" in g for g in groups):
+
+        def set_groups(value: Any, _groups: Any = groups) -> None:
+            for group in _groups:
+                group["gamma"] = value
+
+        return set_groups
+    raise ConfigError(
+        f"{type(optimizer).__name__} has no gamma to schedule (neither a 'gamma' attribute nor "
+        "param groups with a 'gamma' key); gamma schedules need the balanced optimiser "
+        "(--use_balanced)"
+    )
+
+
+class AdaptiveGammaScheduler:
+    """Schedule the balanced optimiser's ``gamma`` by epoch (and, for ``adaptive``, by loss).
+
+    Call :meth:`step` once per epoch, in order; it returns the gamma for that epoch and writes
+    it into the optimiser. The guide's loop calls it after the epoch's test pass with the test
+    loss, so the value takes effect for the next epoch's training.
+
+    Args:
+        optimizer: An object with a writable ``gamma`` attribute, a torch optimiser whose param
+            groups carry ``"gamma"``, or ``None`` to only compute values.
+        strategy: One of ``linear``, ``cosine``, ``step``, ``adaptive``, ``hpcm``.
+        initial_gamma: ``g0``, gamma at epoch 0; must be positive.
+        final_gamma: ``gf``, gamma at ``total_epochs`` (linear, cosine) or the floor
+            (adaptive); positive and ``<= initial_gamma`` for those strategies. Ignored by
+            ``step`` and ``hpcm`` (may be ``None`` there).
+        total_epochs: ``T``, a positive integer; valid epochs are ``0..T``.
+        **kwargs: Strategy parameters; ``None`` means the default. ``step_epochs``
+            (``[1000, 2000]``, non-negative epochs), ``gamma_decay`` (``0.5``, in ``(0, 1]``;
+            used by ``step`` and ``adaptive``), ``window_size`` (``50``, a positive integer) and
+            ``threshold`` (``0.01``, finite). All four are accepted and validated for every
+            strategy, so a trainer may pass them all.
+
+    Raises:
+        ConfigError: (a ``ValueError``) For an unknown strategy, a non-positive gamma,
+            ``final_gamma > initial_gamma`` for a decaying strategy, a non-positive or
+            non-integer ``total_epochs``, a bad strategy parameter, an unknown keyword, or an
+            optimiser without a gamma.
+    """
+
+    def __init__(
+        self,
+        optimizer: Any,
+        strategy: str = "cosine",
+        initial_gamma: float = 0.006,
+        final_gamma: float | None = 0.001,
+        total_epochs: int = 3000,
+        **kwargs: Any,
+    ) -> None:
+        if strategy not in STRATEGIES:
+            raise ConfigError(
+                f"unknown gamma strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}"
+            )
+        unknown = sorted(set(kwargs) - _KWARGS)
+        if unknown:
+            raise ConfigError(
+                f"unknown gamma schedule argument(s) {', '.join(unknown)}; "
+                f"expected {', '.join(sorted(_KWARGS))}"
+            )
+        if isinstance(total_epochs, bool) or not isinstance(total_epochs, numbers.Integral):
+            if _is_real(total_epochs) and float(total_epochs).is_integer():
+                total_epochs = int(total_epochs)
+            else:
+                raise ConfigError(f"total_epochs must be a positive integer, got {total_epochs!r}")
+        if total_epochs <= 0:
+            raise ConfigError(f"total_epochs must be a positive integer, got {total_epochs!r}")
+        g0 = _positive_gamma("initial_gamma", initial_gamma)
+        if final_gamma is None:
+            if strategy in _USES_FINAL:
+                raise ConfigError(
+                    f"the {strategy} gamma strategy needs final_gamma (--gamma_final)"
+                )
+            gf = None
+        else:
+            gf = _positive_gamma("final_gamma", final_gamma)
+            if strategy in _USES_FINAL and gf > g0:
+                raise ConfigError(
+                    f"final_gamma ({gf:g}) must not exceed initial_gamma ({g0:g}) for the "
+                    f"{strategy} strategy, which only decays gamma; lower --gamma_final"
+                )
+
+        step_epochs = kwargs.get("step_epochs")
+        if step_epochs is None:
+            step_epochs = DEFAULT_STEP_EPOCHS
+        if isinstance(step_epochs, (str, bytes)) or not isinstance(step_epochs, Sequence):
+            raise ConfigError(f"step_epochs must be a list of epochs, got {step_epochs!r}")
+        for e in step_epochs:
+            if not _is_real(e) or not math.isfinite(e) or e < 0:
+                raise ConfigError(
+                    f"step_epochs must be non-negative epochs, got {list(step_epochs)!r}"
+                )
+        gamma_decay = kwargs.get("gamma_decay")
+        if gamma_decay is None:
+            gamma_decay = DEFAULT_GAMMA_DECAY
+        if not _is_real(gamma_decay) or not 0 < gamma_decay <= 1:
+            raise ConfigError(f"gamma_decay must be in (0, 1], got {gamma_decay!r}")
+        window_size = kwargs.get("window_size")
+        if window_size is None:
+            window_size = DEFAULT_WINDOW_SIZE
+        if (
+            isinstance(window_size, bool)
+            or not isinstance(window_size, numbers.Integral)
+            or window_size < 1
+        ):
+            raise ConfigError(f"window_size must be a positive integer, got {window_size!r}")
+        threshold = kwargs.get("threshold")
+        if threshold is None:
+            threshold = DEFAULT_THRESHOLD
+        if not _is_real(threshold) or not math.isfinite(threshold):
+            raise ConfigError(f"threshold must be a finite number, got {threshold!r}")
+
+        self.optimizer = optimizer
+        self.strategy: str = strategy
+        self.initial_gamma: float = g0
+        self.final_gamma: float | None = gf
+        self.total_epochs: int = int(total_epochs)
+        self.step_epochs: tuple[float, ...] = tuple(sorted(step_epochs))
+        self.gamma_decay: float = float(gamma_decay)
+        self.window_size: int = int(window_size)
+        self.threshold: float = float(threshold)
+        if strategy == "step" and (not self.step_epochs or self.step_epochs[0] > self.total_epochs):
+            logger.warning(
+                "step gamma schedule: no step epoch within 0..%d (step_epochs=%s); gamma stays %g",
+                self.total_epochs,
+                list(self.step_epochs),
+                g0,
+            )
+
+        # Running state (what state_dict() saves).
+        self._gamma: float = g0
+        self._last_epoch: int | None = None
+        self._loss_history: deque[float] = deque(maxlen=self.window_size + 1)
+        self._num_losses: int = 0  # finite losses seen so far (adaptive)
+        self._last_cut_index: int | None = None  # index of the loss at the last cut
+        self._last_cut_epoch: int | None = None
+        self._num_cuts: int = 0
+
+        self._set = _make_setter(optimizer)
+        self._precompute()
+
+    # ------------------------------------------------------------------ strategies
+    def _precompute(self) -> None:
+        """Bind the strategy's formula and its constants (no work per call beyond arithmetic)."""
+        T = self.total_epochs
+        g0 = self.initial_gamma
+        gf = self.final_gamma
+        if self.strategy == "linear":
+            self._range = g0 - gf  # type: ignore[operator]
+            self._compute = self._linear
+        elif self.strategy == "cosine":
+            self._half_range = 0.5 * (g0 - gf)  # type: ignore[operator]
+            self._compute = self._cosine
+        elif self.strategy == "step":
+            self._compute = self._step
+        elif self.strategy == "adaptive":
+            self._compute = self._adaptive
+        else:
+            # P1 = T/10 and P2 = 2T/3 as correctly rounded floats (exactly 300.0 and 2000.0 at
+            # T = 3000); phase membership is decided with exact integer arithmetic in _hpcm.
+            self._p1 = T / 10
+            self._p2 = 2 * T / 3
+            self._scaling_len = self._p2 - self._p1
+            self._refine_len = T - self._p2
+            self._compute = self._hpcm
+
+    def _linear(self, t: float, loss: Any) -> float:
+        return self.initial_gamma - self._range * t / self.total_epochs
+
+    def _cosine(self, t: float, loss: Any) -> float:
+        return self.final_gamma + self._half_range * (  # type: ignore[operator]
+            1.0 + math.cos(math.pi * t / self.total_epochs)
+        )
+
+    def _step(self, t: float, loss: Any) -> float:
+        return self.initial_gamma * self.gamma_decay ** bisect.bisect_right(self.step_epochs, t)
+
+    def _hpcm(self, t: float, loss: Any) -> float:
+        # Same expressions, in the same order, as the guide's code; at T = 3000 the values
+        # are bit-for-bit the guide's.
+        g0 = self.initial_gamma
+        T = self.total_epochs
+        if 10 * t < T:  # warm-up: t < T/10
+            return g0 * (1.0 + 0.2 * t / self._p1)
+        if 3 * t < 2 * T:  # scaling: t < 2T/3
+            progress = (t - self._p1) / self._scaling_len
+            return g0 * (1.0 + 0.2) * (1.0 - 0.5 * progress)
+        progress = (t - self._p2) / self._refine_len  # refinement
+        return g0 * 0.7 * (1.0 - 0.3 * progress)
+
+    def _adaptive(self, t: float, loss: Any) -> float:
+        if loss is None:
+            raise ValueError(
+                "the adaptive gamma strategy needs the epoch's loss: call step(epoch, current_loss)"
+            )
+        loss = float(loss)
+        if not math.isfinite(loss):
+            logger.warning("adaptive gamma: ignoring non-finite loss %r at epoch %s", loss, t)
+            return self._gamma
+        history = self._loss_history
+        history.append(loss)
+        index = self._num_losses
+        self._num_losses = index + 1
+        window = self.window_size
+        if index < window:
+            return self._gamma
+        if self._last_cut_index is not None and index - self._last_cut_index < window:
+            return self._gamma
+        gamma = self._gamma
+        floor = self.final_gamma
+        if gamma <= floor:  # type: ignore[operator]
+            return gamma
+        old = history[0]  # the loss window_size losses ago
+        if old != 0.0:
+            improvement = (old - loss) / abs(old)
+        else:
+            improvement = math.inf if loss < old else 0.0
+        if improvement < self.threshold:
+            new = gamma * self.gamma_decay
+            if new < floor:  # type: ignore[operator]
+                new = floor
+            self._gamma = new  # type: ignore[assignment]
+            self._last_cut_index = index
+            self._last_cut_epoch = t  # type: ignore[assignment]
+            self._num_cuts += 1
+            logger.info(
+                "adaptive gamma: loss improved %.4g < %.4g over %d epochs; gamma %.6g -> %.6g "
+                "at epoch %s",
+                improvement,
+                self.threshold,
+                window,
+                gamma,
+                new,
+                t,
+            )
+        return self._gamma
+
+    # ------------------------------------------------------------------ public API
+    def step(self, epoch: int, current_loss: float | None = None) -> float:
+        """Compute gamma for ``epoch`` and write it into the optimiser.
+
+        Args:
+            epoch: The epoch, ``0 <= epoch <= total_epochs``. Call once per epoch, in order
+                (the adaptive strategy counts calls as epochs).
+            current_loss: The epoch's (validation) loss; required by ``adaptive`` (a
+                non-finite loss is logged and ignored), unused by the others.
+
+        Returns:
+            The gamma for this epoch.
+
+        Raises:
+            ValueError: If ``epoch`` is out of range, or ``current_loss`` is ``None`` with the
+                adaptive strategy.
+        """
+        if not 0 <= epoch <= self.total_epochs:
+            raise ValueError(f"epoch {epoch!r} is outside 0..{self.total_epochs} (total_epochs)")
+        gamma = self._compute(epoch, current_loss)
+        self._gamma = gamma
+        self._last_epoch = epoch
+        if self._set is not None:
+            self._set(gamma)
+        return gamma
+
+    @property
+    def gamma(self) -> float:
+        """The gamma from the last :meth:`step` (``initial_gamma`` before the first)."""
+        return self._gamma
+
+    @property
+    def last_epoch(self) -> int | None:
+        """The epoch of the last :meth:`step`, or ``None`` before the first."""
+        return self._last_epoch
+
+    @property
+    def num_cuts(self) -> int:
+        """How many times the adaptive strategy has cut gamma."""
+        return self._num_cuts
+
+    def _hparams(self) -> dict[str, Any]:
+        return {
+            "initial_gamma": self.initial_gamma,
+            "final_gamma": self.final_gamma,
+            "total_epochs": self.total_epochs,
+            "step_epochs": list(self.step_epochs),
+            "gamma_decay": self.gamma_decay,
+            "window_size": self.window_size,
+            "threshold": self.threshold,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return the schedule's state as plain Python values (JSON- and torch.save-able).
+
+        Returns:
+            The strategy, its hyperparameters, the current gamma, the last epoch and, for the
+            adaptive strategy, the loss history and the last cut.
+        """
+        return {
+            "version": _STATE_VERSION,
+            "strategy": self.strategy,
+            "hparams": self._hparams(),
+            "gamma": self._gamma,
+            "last_epoch": self._last_epoch,
+            "loss_history": list(self._loss_history),
+            "num_losses": self._num_losses,
+            "last_cut_index": self._last_cut_index,
+            "last_cut_epoch": self._last_cut_epoch,
+            "num_cuts": self._num_cuts,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore the running state saved by :meth:`state_dict`.
+
+        The constructor's hyperparameters stay in force (a changed value, say a longer
+        ``total_epochs`` on resume, is logged); gamma, the loss history and the last cut come
+        from ``state``, so an unchanged schedule continues exactly where it stopped. The
+        current gamma is also written into the optimiser.
+
+        Args:
+            state: A mapping from :meth:`state_dict`.
+
+        Raises:
+            CheckpointError: If ``state`` is malformed or was saved by another strategy.
+        """
+        try:
+            strategy = state["strategy"]
+            gamma = float(state["gamma"])
+            last_epoch = state["last_epoch"]
+            history = [float(x) for x in state["loss_history"]]
+            num_losses = int(state["num_losses"])
+            last_cut_index = state["last_cut_index"]
+            last_cut_epoch = state["last_cut_epoch"]
+            num_cuts = int(state["num_cuts"])
+            saved_hparams = dict(state.get("hparams", {}))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(
+                f"gamma scheduler state is malformed ({exc!r}); resume from a checkpoint saved "
+                "by lictrain or start without --resume"
+            ) from exc
+        if strategy != self.strategy:
+            raise CheckpointError(
+                f"checkpoint's gamma schedule is {strategy!r} but this run asks for "
+                f"{self.strategy!r}; pass --gamma_strategy {strategy} to resume it"
+            )
+        if not math.isfinite(gamma) or gamma <= 0:
+            raise CheckpointError(f"gamma scheduler state holds an invalid gamma {gamma!r}")
+        changed = {
+            k: (v, saved_hparams[k])
+            for k, v in self._hparams().items()
+            if k in saved_hparams and saved_hparams[k] != v
+        }
+        if changed:
+            logger.warning(
+                "gamma schedule resumed with changed settings (now, saved): %s", changed
+            )
+        self._gamma = gamma
+        self._last_epoch = last_epoch
+        self._loss_history = deque(history, maxlen=self.window_size + 1)
+        self._num_losses = num_losses
+        self._last_cut_index = None if last_cut_index is None else int(last_cut_index)
+        self._last_cut_epoch = last_cut_epoch
+        self._num_cuts = num_cuts
+        if self._set is not None:
+            self._set(gamma)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(strategy={self.strategy!r}, "
+            f"initial_gamma={self.initial_gamma!r}, final_gamma={self.final_gamma!r}, "
+            f"total_epochs={self.total_epochs!r}, gamma={self._gamma!r})"
+        )
+
+
+class HPCMGammaScheduler(AdaptiveGammaScheduler):
+    """The ``hpcm`` strategy: warm-up, scaling and refinement phases scaled to ``total_epochs``.
+
+    With ``P1 = T/10`` and ``P2 = 2T/3`` (exactly 300 and 2000 at ``T = 3000``):
+
+    * warm-up, ``t < P1``: ``g0 * (1 + 0.2 * t / P1)`` (rises to ``1.2 g0``)
+    * scaling, ``P1 <= t < P2``: ``g0 * 1.2 * (1 - 0.5 * (t - P1) / (P2 - P1))``
+      (falls to ``0.6 g0``)
+    * refinement, ``P2 <= t <= T``: ``g0 * 0.7 * (1 - 0.3 * (t - P2) / (T - P2))``
+      (restarts at ``0.7 g0``, ends at ``0.49 g0``)
+
+    These are the guide's formulas kept exactly, including the jump from ``0.6 g0`` up to
+    ``0.7 g0`` at ``P2``; ``final_gamma`` plays no part.
+
+    Args:
+        optimizer: See :class:`AdaptiveGammaScheduler`.
+        total_epochs: ``T``, a positive integer.
+        initial_gamma: ``g0``, positive.
+        final_gamma: Accepted for a uniform call signature and ignored.
+        **kwargs: Accepted (and validated) strategy parameters of other strategies; ignored.
+    """
+
+    def __init__(
+        self,
+        optimizer: Any,
+        total_epochs: int = 3000,
+        initial_gamma: float = 0.006,
+        final_gamma: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            optimizer,
+            strategy="hpcm",
+            initial_gamma=initial_gamma,
+            final_gamma=final_gamma,
+            total_epochs=total_epochs,
+            **kwargs,
+        )
+
+
+class MultiScaleGammaScheduler:
+    """One gamma schedule per task group, handed to the optimiser as one gamma per task.
+
+    With hierarchical tasks (say distortion plus the rates of ``z``, ``s1``, ``s2``, ``s3``)
+    the balanced optimiser accepts ``gamma`` as a sequence with one decay per task logit. This
+    scheduler keeps one :class:`AdaptiveGammaScheduler` per named group and, on each
+    :meth:`step`, sets ``optimizer.gamma = [gamma of task 0's group, gamma of task 1's group,
+    ...]``.
+
+    Example:
+        >>> s = MultiScaleGammaScheduler(
+        ...     opt,
+        ...     task_groups=["distortion", "z", "s1", "s2", "s3"],
+        ...     group_configs={"s1": {"initial_gamma": 0.008}, "s3": {"strategy": "hpcm"}},
+        ...     default={"strategy": "cosine", "initial_gamma": 0.006,
+        ...              "final_gamma": 0.001, "total_epochs": 3000},
+        ... )
+        >>> s.step(0)   # -> [0.006, 0.006, 0.008, 0.006, 0.006]
+
+    Args:
+        optimizer: An object with a writable ``gamma`` attribute, a torch optimiser whose param
+            groups carry ``"gamma"``, or ``None``.
+        group_configs: Group name -> keyword arguments of :class:`AdaptiveGammaScheduler`
+            (``strategy``, ``initial_gamma``, ``final_gamma``, ``total_epochs`` and strategy
+            parameters), laid over ``default``.
+        task_groups: The group of each task, in the optimiser's task order (its length is the
+            number of tasks ``k``). A group may cover several tasks.
+        default: Settings shared by all groups (the "one config"); a group's own entries win.
+
+    Raises:
+        ConfigError: If ``task_groups`` is empty, ``group_configs`` names a group that no task
+            uses, or any group's schedule is invalid.
+    """
+
+    def __init__(
+        self,
+        optimizer: Any,
+        group_configs: Mapping[str, Mapping[str, Any]],
+        task_groups: Sequence[str],
+        default: Mapping[str, Any] | None = None,
+    ) -> None:
+        if isinstance(task_groups, str) or len(task_groups) == 0:
+            raise ConfigError(
+                f"task_groups must be a non-empty list of group names, got {task_groups!r}"
+            )
+        unused = sorted(set(group_configs) - set(task_groups))
+        if unused:
+            raise ConfigError(
+                f"gamma group(s) {', '.join(map(str, unused))} match no task; "
+                f"task groups are {', '.join(dict.fromkeys(task_groups))}"
+            )
+        base = dict(default or {})
+        self.task_groups: tuple[str, ...] = tuple(task_groups)
+        self.schedulers: dict[str, AdaptiveGammaScheduler] = {}
+        for name in dict.fromkeys(task_groups):
+            cfg = {**base, **dict(group_configs.get(name, {}))}
+            if "optimizer" in cfg:
+                raise ConfigError(f"gamma group {name!r}: 'optimizer' is not a schedule setting")
+            try:
+                self.schedulers[name] = AdaptiveGammaScheduler(None, **cfg)
+            except ConfigError as exc:
+                raise ConfigError(f"gamma group {name!r}: {exc}") from exc
+            except TypeError as exc:
+                raise ConfigError(f"gamma group {name!r}: {exc}") from exc
+        self.optimizer = optimizer
+        self._order = [self.schedulers[name] for name in self.task_groups]
+        self._unique = list(self.schedulers.values())
+        self._set = _make_setter(optimizer)
+
+    def step(
+        self,
+        epoch: int,
+        current_loss: float | None = None,
+        group_losses: Mapping[str, float] | None = None,
+    ) -> list[float]:
+        """Step every group's schedule and write the per-task gammas into the optimiser.
+
+        Args:
+            epoch: The epoch, within every group's ``0..total_epochs``.
+            current_loss: The loss given to adaptive groups without their own entry in
+                ``group_losses``.
+            group_losses: Optional per-group losses (say each scale's rate term) for adaptive
+                groups.
+
+        Returns:
+            A new list with one gamma per task, in ``task_groups`` order.
+
+        Raises:
+            ValueError: If ``epoch`` is out of range for a group, or an adaptive group has no
+                loss.
+        """
+        if group_losses is None:
+            for sched in self._unique:
+                sched.step(epoch, current_loss)
+        else:
+            for name, sched in self.schedulers.items():
+                sched.step(epoch, group_losses.get(name, current_loss))
+        gammas = [s._gamma for s in self._order]
+        if self._set is not None:
+            self._set(gammas)
+        return gammas
+
+    @property
+    def gamma(self) -> list[float]:
+        """The current per-task gammas (a new list)."""
+        return [s.gamma for s in self._order]
+
+    @property
+    def group_gammas(self) -> dict[str, float]:
+        """The current gamma of each group."""
+        return {name: s.gamma for name, s in self.schedulers.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return each group's scheduler state, keyed by group name."""
+        return {
+            "version": _STATE_VERSION,
+            "task_groups": list(self.task_groups),
+            "groups": {name: s.state_dict() for name, s in self.schedulers.items()},
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore every group's state saved by :meth:`state_dict`.
+
+        Raises:
+            CheckpointError: If ``state`` is malformed or its groups differ from this
+                scheduler's.
+        """
+        try:
+            groups = state["groups"]
+            saved = set(groups)
+        except (KeyError, TypeError) as exc:
+            raise CheckpointError(
+                f"multi-scale gamma scheduler state is malformed ({exc!r})"
+            ) from exc
+        if saved != set(self.schedulers):
+            raise CheckpointError(
+                f"checkpoint's gamma groups {sorted(saved)} differ from this run's "
+                f"{sorted(self.schedulers)}; resume with the same task groups"
+            )
+        for name, sched in self.schedulers.items():
+            sched.load_state_dict(groups[name])
+        if self._set is not None:
+            self._set(self.gamma)
+
+
+def build_gamma_scheduler(
+    optimizer: Any,
+    strategy: str,
+    initial_gamma: float,
+    final_gamma: float | None,
+    total_epochs: int,
+    *,
+    step_epochs: Sequence[float] | None = None,
+    gamma_decay: float | None = None,
+    window_size: int | None = None,
+    threshold: float | None = None,
+) -> AdaptiveGammaScheduler:
+    """Build the scheduler for ``strategy`` (:class:`HPCMGammaScheduler` for ``hpcm``).
+
+    ``None`` strategy parameters take their defaults.
+
+    Raises:
+        ConfigError: For any invalid setting (see :class:`AdaptiveGammaScheduler`).
+    """
+    kwargs = {
+        "step_epochs": step_epochs,
+        "gamma_decay": gamma_decay,
+        "window_size": window_size,
+        "threshold": threshold,
+    }
+    if strategy == "hpcm":
+        return HPCMGammaScheduler(
+            optimizer,
+            total_epochs=total_epochs,
+            initial_gamma=initial_gamma,
+            final_gamma=final_gamma,
+            **kwargs,
+        )
+    return AdaptiveGammaScheduler(
+        optimizer,
+        strategy=strategy,
+        initial_gamma=initial_gamma,
+        final_gamma=final_gamma,
+        total_epochs=total_epochs,
+        **kwargs,
+    )
+
+
+def gamma_scheduler_from_args(optimizer: Any, args: Any) -> AdaptiveGammaScheduler:
+    """Build the scheduler from training flags, as the guide's ``train.py`` does.
+
+    Reads ``args.gamma_strategy``, ``args.gamma``, ``args.gamma_final``, ``args.epochs`` and,
+    when present, ``args.step_epochs``, ``args.gamma_decay``, ``args.adaptive_window`` and
+    ``args.adaptive_threshold`` (missing or ``None``: the defaults).
+
+    Raises:
+        ConfigError: For any invalid setting.
+    """
+    return build_gamma_scheduler(
+        optimizer,
+        strategy=args.gamma_strategy,
+        initial_gamma=args.gamma,
+        final_gamma=getattr(args, "gamma_final", None),
+        total_epochs=args.epochs,
+        step_epochs=getattr(args, "step_epochs", None),
+        gamma_decay=getattr(args, "gamma_decay", None),
+        window_size=getattr(args, "adaptive_window", None),
+        threshold=getattr(args, "adaptive_threshold", None),
+    )
