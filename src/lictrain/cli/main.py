@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 
 from lictrain.cli.common import FriendlyParser, setup_logging
 from lictrain.errors import LictrainError
@@ -37,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     setup_logging(getattr(args, "verbose", False))
+    # CompressAI triggers this on import; it is not the user's to act on.
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.*deprecated", category=FutureWarning)
     try:
         return int(args.func(args) or 0)
     except LictrainError as exc:

@@ -85,9 +85,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if given.get("clip_max_norm") == 0:
         given["clip_max_norm"] = None
     if "resume" in given:
-        from lictrain.checkpoint import resolve_checkpoint, safe_torch_load
+        from lictrain.checkpoint import load_checkpoint
 
-        saved = safe_torch_load(resolve_checkpoint(given["resume"])).get("config") or {}
+        saved = load_checkpoint(given["resume"]).get("config") or {}
         ignored = sorted(k for k in given if k not in RESUME_OVERRIDABLE + ("resume",) and given[k] != saved.get(k))
         if ignored:
             log.warning("--resume keeps the run's own settings; ignoring: %s", ", ".join(ignored))

@@ -51,6 +51,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
     """Write ``data`` as JSON to ``path`` via a temporary file and ``os.replace``."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; run records are meant to be shared
         with os.fdopen(fd, "w") as handle:
             json.dump(json_safe(data), handle, indent=2)
             handle.write("\n")

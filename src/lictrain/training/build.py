@@ -102,9 +102,9 @@ def load_pretrained_weights(model: torch.nn.Module, path: str) -> None:
         except Exception as exc:  # safetensors raises its own error types
             raise CheckpointError(f"cannot read safetensors file {file}: {exc}") from exc
     else:
-        from lictrain.checkpoint import safe_torch_load
+        from lictrain.checkpoint import load_checkpoint
 
-        loaded = safe_torch_load(file)
+        loaded = load_checkpoint(file)
         state = loaded.get("model_state", loaded) if isinstance(loaded, dict) else loaded
     try:
         model.load_state_dict(state, strict=True)

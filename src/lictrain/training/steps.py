@@ -34,7 +34,8 @@ class StepOutcome:
 
 def outcome_from_terms(terms: RDTerms, applied: bool, **kwargs: float) -> StepOutcome:
     """Detach ``terms`` into a :class:`StepOutcome`."""
-    return StepOutcome(applied, float(terms.loss), float(terms.bpp), float(terms.mse), float(terms.distortion), **kwargs)
+    values = torch.stack([terms.loss, terms.bpp, terms.mse, terms.distortion]).detach().tolist()  # one sync
+    return StepOutcome(applied, *values, **kwargs)
 
 
 def all_finite(*values: torch.Tensor) -> bool:

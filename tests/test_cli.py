@@ -1,0 +1,79 @@
+"""CLI parsing: both flag spellings, resume overrides, one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lictrain.cli.main import build_parser, main
+from lictrain.cli.train import config_from_args
+from lictrain.config import TrainConfig
+
+
+def cfg_of(*argv: str) -> TrainConfig:
+    return config_from_args(build_parser().parse_args(["train", *argv]))
+
+
+def test_defaults_when_no_flags() -> None:
+    assert cfg_of() == TrainConfig()
+
+
+def test_guide_spellings_and_dashed_spellings_agree() -> None:
+    guide = cfg_of("--use_balanced", "--adaptive_gamma", "--gamma_strategy", "cosine", "--gamma", "0.006",
+                   "--gamma_final", "0.002", "--w_lr", "0.01", "--step_epochs", "5", "8", "--adaptive_window", "7",
+                   "--adaptive_threshold", "0.02", "--save_path", "x", "--clip_max_norm", "2", "--batch_size", "4")
+    dashed = cfg_of("--use-balanced", "--adaptive-gamma", "--gamma-strategy", "cosine", "--gamma", "0.006",
+                    "--gamma-final", "0.002", "--w-lr", "0.01", "--step-epochs", "5", "8", "--adaptive-window", "7",
+                    "--adaptive-threshold", "0.02", "--save-path", "x", "--clip-max-norm", "2", "--batch-size", "4")
+    assert guide == dashed
+    assert guide.use_balanced and guide.adaptive_gamma and guide.step_epochs == [5, 8] and guide.save_path == "x"
+
+
+def test_lambda_and_clip_zero() -> None:
+    cfg = cfg_of("--lambda", "0.013", "--clip_max_norm", "0")
+    assert cfg.lmbda == 0.013 and cfg.clip_max_norm is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--lambda", "-0.1"], "--lambda must be a positive number"),
+        (["--epochs", "0"], "--epochs must be a positive integer"),
+        (["--model", "nope"], "unknown model 'nope'"),
+        (["--adaptive_gamma"], "add --use_balanced"),
+        (["--gamma_strategy", "bogus", "--use_balanced"], "--gamma-strategy must be one of"),
+        (["--device", "tpu"], "--device must be one of"),
+        (["--gamma", "-1"], "--gamma must be a finite number >= 0"),
+        (["--patch-size", "100"], "not a multiple of 64"),
+        (["--dataset", "/no/such/folder"], "dataset folder not found"),
+    ],
+)
+def test_bad_values_are_one_line_errors_with_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture,
+                                                    tmp_path: Path) -> None:
+    code = main(["train", "--save_path", str(tmp_path / "run"), "--wandb-mode", "disabled", *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1].startswith("lictrain train: error:") and message in err[-1]
+    assert "Traceback" not in "\n".join(err)
+
+
+def test_unparseable_value_is_one_line_exit_2(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--epochs", "ten"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "invalid int value: 'ten'" in err[0]
+
+
+def test_unwritable_save_path(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code = main(["train", "--save_path", str(blocker / "run"), "--wandb-mode", "disabled", "--epochs", "1"])
+    assert code == 2
+    assert "cannot write to --save_path" in capsys.readouterr().err
+
+
+def test_models_lists_the_zoo(capsys: pytest.CaptureFixture) -> None:
+    assert main(["models"]) == 0
+    assert "bmshj2018-hyperprior" in capsys.readouterr().out

@@ -1,0 +1,98 @@
+"""End to end: ``lictrain train`` for 2 epochs on small crops, run records, determinism, Ctrl-C, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lictrain.cli.main import main
+from lictrain.config import TrainConfig
+from lictrain.tracking.records import read_metrics
+from lictrain.training.fit import fit
+
+pytestmark = pytest.mark.slow
+
+SMALL = ["--model", "bmshj2018-hyperprior", "--patch-size", "64", "--test-patch-size", "64", "--batch-size", "2",
+         "--epoch-size", "4", "--test-batch-size", "2"]
+
+
+def small_cfg(data: Path, run: Path, **kw) -> TrainConfig:
+    base = dict(dataset=str(data), model="bmshj2018-hyperprior", patch_size=64, test_patch_size=64, batch_size=2,
+                epoch_size=4, test_batch_size=2, save_path=str(run), wandb_mode="disabled")
+    return TrainConfig(**{**base, **kw})
+
+
+def test_cli_trains_two_epochs_and_leaves_a_complete_run(image_folder: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    proc = subprocess.run([sys.executable, "-m", "lictrain", "train", "--dataset", str(image_folder), *SMALL,
+                           "--epochs", "2", "--save_path", str(run)], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "epoch 2/2" in proc.stderr and "Traceback" not in proc.stderr
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "finished"
+    assert record["config"]["epochs"] == 2 and record["versions"]["torch"]
+    metrics = read_metrics(run)
+    assert [m["epoch"] for m in metrics] == [0, 1]
+    for key in ("loss", "bpp", "mse", "psnr", "ms_ssim", "lr", "train/loss"):
+        assert key in metrics[-1]
+    assert metrics[-1]["psnr"] > 0 and metrics[-1]["bpp"] > 0
+    wandb_files = list((run / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(wandb_files) == 1 and wandb_files[0].stat().st_size > 0
+    assert record["wandb_run_id"] in wandb_files[0].name
+    tracking = json.loads((run / "checkpoint_tracking.json").read_text())
+    assert len(tracking["last_checkpoints"]) == 2
+
+
+def test_same_command_twice_gives_the_same_losses(image_folder: Path, tmp_path: Path) -> None:
+    a = fit(small_cfg(image_folder, tmp_path / "a", epochs=2), show_progress=False)
+    b = fit(small_cfg(image_folder, tmp_path / "b", epochs=2), show_progress=False)
+    ma, mb = read_metrics(a.run_dir), read_metrics(b.run_dir)
+    for key in ("loss", "bpp", "mse", "train/loss", "train/bpp"):
+        assert [m[key] for m in ma] == [m[key] for m in mb]
+
+
+def test_interrupt_saves_a_checkpoint_and_resume_matches_uninterrupted(image_folder: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    straight = fit(small_cfg(image_folder, tmp_path / "straight", epochs=3), show_progress=False)
+
+    import lictrain.training.fit as fit_module
+
+    real_test_epoch = fit_module.test_epoch
+    calls = {"n": 0}
+
+    def interrupt_in_third_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_test_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(fit_module, "test_epoch", interrupt_in_third_epoch)
+    interrupted = fit(small_cfg(image_folder, tmp_path / "cut", epochs=3), show_progress=False)
+    assert interrupted.status == "interrupted"
+    assert json.loads((tmp_path / "cut" / "run.json").read_text())["status"] == "interrupted"
+    monkeypatch.setattr(fit_module, "test_epoch", real_test_epoch)
+
+    # resume from the completed epoch-1 checkpoint: epochs 2.. must replay exactly
+    code = main(["train", "--resume", str(tmp_path / "cut" / "checkpoint_epoch00001.pt"), "--wandb-mode", "disabled"])
+    assert code == 0
+    assert [m["loss"] for m in read_metrics(tmp_path / "cut")] == [m["loss"] for m in read_metrics(straight.run_dir)]
+
+
+def test_ctrl_c_exit_code_is_130(image_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import lictrain.training.fit as fit_module
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fit_module, "train_one_epoch", boom)
+    code = main(["train", "--dataset", str(image_folder), *SMALL, "--epochs", "2", "--save_path", str(tmp_path / "r"),
+                 "--wandb-mode", "disabled"])
+    assert code == 130
+    tracking = json.loads((tmp_path / "r" / "checkpoint_tracking.json").read_text())
+    assert tracking["last_checkpoints"], "a resumable checkpoint was saved"
