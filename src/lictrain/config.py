@@ -27,7 +27,7 @@ class TrainConfig:
     test_patch_size: int = 256
     batch_size: int = 8
     test_batch_size: int = 4
-    epoch_size: int = 256
+    epoch_size: int = 192
     num_workers: int = 0
     # model and loss
     model: str = "bmshj2018-hyperprior"

@@ -47,3 +47,16 @@ def step_lr_scheduler(scheduler: LRScheduler | ReduceLROnPlateau, test_loss: flo
         scheduler.step(test_loss)
     else:
         scheduler.step()
+
+
+def resync_lr(scheduler: LRScheduler | ReduceLROnPlateau) -> None:
+    """After a resume, set the optimiser's LR from the (possibly re-scaled) schedule.
+
+    The optimiser's saved state carries the LR of the old run; when a resumed run changes
+    ``--epochs``, the multistep milestones move and the LR must follow the new schedule.
+    The plateau schedule's LR *is* its state, so it is left as saved.
+    """
+    if isinstance(scheduler, LambdaLR):
+        for group, base, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+            group["lr"] = base * factor(scheduler.last_epoch)
+        scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]

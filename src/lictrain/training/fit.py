@@ -22,7 +22,7 @@ from lictrain.config import TrainConfig
 from lictrain.errors import ConfigError
 from lictrain.losses import RateDistortionLoss
 from lictrain.models import build_model, get_spec
-from lictrain.schedules.lr import build_lr_scheduler, step_lr_scheduler
+from lictrain.schedules.lr import build_lr_scheduler, resync_lr, step_lr_scheduler
 from lictrain.tracking.records import RunRecord
 from lictrain.tracking.wandb_run import WandbRun, wandb_config
 from lictrain.training.build import (
@@ -71,7 +71,8 @@ def fit(cfg: TrainConfig, show_progress: bool | None = None) -> RunResult:
     resume_file = resolve_checkpoint(cfg.resume) if cfg.resume else None
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
-    check_alignment(cfg, get_spec(cfg.model).alignment)
+    alignment = get_spec(cfg.model).alignment
+    check_alignment(cfg, alignment)
 
     # -- data, model, loss, optimisation ---------------------------------------------------
     train_loader, test_loader, _ = build_loaders(cfg, device)
@@ -81,7 +82,7 @@ def fit(cfg: TrainConfig, show_progress: bool | None = None) -> RunResult:
     criterion = RateDistortionLoss(cfg.lmbda, cfg.metric)
     net_params, aux_params = split_parameters(model)
     aux_optimizer = build_aux_optimizer(aux_params, cfg.aux_lr)
-    strategy = build_strategy(cfg, model, criterion, net_params, aux_optimizer, train_loader, device)
+    strategy = build_strategy(cfg, model, criterion, net_params, aux_optimizer, alignment, device)
     optimizer = strategy.optimizer
     lr_scheduler = build_lr_scheduler(optimizer, cfg.lr_schedule, cfg.epochs)
 
@@ -98,6 +99,7 @@ def fit(cfg: TrainConfig, show_progress: bool | None = None) -> RunResult:
             if aux_optimizer is not None:
                 aux_optimizer.load_state_dict(ckpt["aux_optimizer_state"])
             lr_scheduler.load_state_dict(ckpt["lr_scheduler_state"])
+            resync_lr(lr_scheduler)
             strategy.load_state_dict(ckpt["strategy_state"])
             restore_rng_state(ckpt["rng_state"])
             start_epoch = int(ckpt["epoch"]) + (1 if ckpt.get("completed", True) else 0)
@@ -126,12 +128,13 @@ def fit(cfg: TrainConfig, show_progress: bool | None = None) -> RunResult:
         for epoch in range(start_epoch, cfg.epochs):
             started = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]
-            schedule_values = strategy.begin_epoch(epoch)
+            strategy.begin_epoch(epoch)
             train_loader.set_epoch(epoch)
             train_stats = train_one_epoch(strategy.step, model, train_loader, device, epoch, len(train_loader), show_progress)
             test_stats = test_epoch(model, criterion, test_loader, device)
             test_loss = test_stats.values["loss"]
             step_lr_scheduler(lr_scheduler, test_loss)
+            schedule_values = strategy.epoch_values()
             strategy.end_epoch(epoch, test_loss)
             best_loss = min(best_loss, test_loss) if math.isfinite(test_loss) else best_loss
             seconds = time.perf_counter() - started

@@ -40,7 +40,7 @@ def outcome_from_terms(terms: RDTerms, applied: bool, **kwargs: float) -> StepOu
 
 def all_finite(*values: torch.Tensor) -> bool:
     """True when every tensor holds only finite numbers (one device sync)."""
-    return bool(torch.isfinite(torch.stack([v.detach().float().reshape(()) for v in values])).all())
+    return bool(torch.isfinite(torch.cat([v.detach().float().reshape(-1) for v in values])).all())
 
 
 def clip_gradients(params: list[torch.nn.Parameter], max_norm: float | None) -> float:

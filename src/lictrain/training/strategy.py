@@ -27,7 +27,10 @@ class StandardStrategy:
     def step(self, batch: torch.Tensor) -> StepOutcome:
         return self._step(batch)
 
-    def begin_epoch(self, epoch: int) -> dict[str, float]:
+    def begin_epoch(self, epoch: int) -> None:
+        pass
+
+    def epoch_values(self) -> dict[str, float]:
         return {}
 
     def end_epoch(self, epoch: int, test_loss: float) -> None:
@@ -42,10 +45,10 @@ class StandardStrategy:
 
 def build_strategy(cfg: TrainConfig, model: torch.nn.Module, criterion: RateDistortionLoss,
                    net_params: list[torch.nn.Parameter], aux_optimizer: torch.optim.Optimizer | None,
-                   train_loader: Any, device: torch.device) -> Any:
+                   alignment: int, device: torch.device) -> Any:
     """The strategy ``cfg`` asks for (standard, or balanced with its gamma schedule)."""
     if cfg.use_balanced:
         from lictrain.training.balanced import BalancedStrategy
 
-        return BalancedStrategy(cfg, model, criterion, net_params, aux_optimizer)
+        return BalancedStrategy(cfg, model, criterion, net_params, aux_optimizer, alignment, device)
     return StandardStrategy(cfg, model, criterion, net_params, aux_optimizer)

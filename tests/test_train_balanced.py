@@ -1,0 +1,78 @@
+"""Balanced training through ``lictrain train``: the guide's integration run, modes, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lictrain.cli.main import main
+from lictrain.tracking.records import read_metrics
+from lictrain.schedules.gamma import HPCMGammaScheduler
+
+pytestmark = pytest.mark.slow
+
+SMALL = ["--patch-size", "64", "--test-patch-size", "64", "--batch-size", "2", "--epoch-size", "4",
+         "--test-batch-size", "2", "--wandb-mode", "disabled"]
+
+
+def train(data: Path, run: Path, *argv: str) -> list[dict]:
+    code = main(["train", "--dataset", str(data), *SMALL, "--save_path", str(run), *argv])
+    assert code == 0
+    return read_metrics(run)
+
+
+def test_guide_integration_command(image_folder: Path, tmp_path: Path) -> None:
+    metrics = train(image_folder, tmp_path / "test_outputs", "--epochs", "10", "--use_balanced", "--adaptive_gamma",
+                    "--gamma_strategy", "hpcm")
+    assert len(metrics) == 10
+    expected = HPCMGammaScheduler(None, total_epochs=10, initial_gamma=0.003)
+    assert [m["gamma"] for m in metrics] == pytest.approx([expected.step(e) for e in range(10)])
+    weights = [(m["weight/distortion"], m["weight/rate"]) for m in metrics]
+    assert all(abs(d + r - 1) < 1e-9 for d, r in weights)
+    assert weights[-1] != weights[0]  # the logits moved
+    record = json.loads((tmp_path / "test_outputs" / "run.json").read_text())
+    assert record["status"] == "finished" and record["config"]["gamma_strategy"] == "hpcm"
+
+
+@pytest.mark.parametrize("extra", [
+    ["--balanced-update", "next-batch"],
+    ["--balanced-tasks", "hierarchical"],
+    ["--balanced-method", "qp", "--cautious", "false"],
+])
+def test_balanced_variants_train(image_folder: Path, tmp_path: Path, extra: list[str]) -> None:
+    metrics = train(image_folder, tmp_path / "run", "--epochs", "2", "--use_balanced", *extra)
+    assert len(metrics) == 2 and metrics[-1]["skipped_steps"] == 0
+    if "hierarchical" in extra:
+        assert {"weight/distortion", "weight/rate/y", "weight/rate/z"} <= set(metrics[-1])
+
+
+def test_balanced_adaptive_resume_is_exact(image_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import lictrain.training.fit as fit_module
+
+    flags = ["--epochs", "4", "--use_balanced", "--adaptive_gamma", "--gamma_strategy", "adaptive",
+             "--adaptive_window", "1", "--adaptive_threshold", "0.5", "--gamma", "0.006"]
+    straight = train(image_folder, tmp_path / "a", *flags)
+    real = fit_module.train_one_epoch
+    calls = {"n": 0}
+
+    def stop_in_third_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fit_module, "train_one_epoch", stop_in_third_epoch)
+    assert main(["train", "--dataset", str(image_folder), *SMALL, "--save_path", str(tmp_path / "b"), *flags]) == 130
+    monkeypatch.setattr(fit_module, "train_one_epoch", real)
+    assert main(["train", "--resume", str(tmp_path / "b"), "--wandb-mode", "disabled"]) == 0
+    resumed = read_metrics(tmp_path / "b")
+    for key in ("loss", "gamma", "weight/distortion", "train/loss"):
+        assert [m[key] for m in resumed] == [m[key] for m in straight], key
+
+
+def test_resume_with_more_epochs_follows_the_new_lr_schedule(image_folder: Path, tmp_path: Path) -> None:
+    train(image_folder, tmp_path / "b", "--epochs", "2")  # E=2: the LR drops at epoch 2
+    assert main(["train", "--resume", str(tmp_path / "b"), "--epochs", "4", "--wandb-mode", "disabled"]) == 0
+    assert [m["lr"] for m in read_metrics(tmp_path / "b")] == pytest.approx([1e-4] * 4)
