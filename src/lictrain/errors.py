@@ -21,3 +21,15 @@ class DataError(LictrainError):
 
 class CheckpointError(LictrainError):
     """A missing, corrupt, unsafe or incompatible checkpoint, or a locked run directory."""
+
+
+class StopRun(Exception):
+    """Raised by an epoch callback to end a run early and cleanly (e.g. an Optuna prune).
+
+    Not a user error: :func:`lictrain.training.fit.fit` catches it, records status
+    ``stopped`` with ``reason`` and returns normally.
+    """
+
+    def __init__(self, reason: str = "stopped") -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -25,6 +25,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Train a learned image codec on R + λ·D. With no flags: a short CPU run of "
                     f"{_D.model} on the built-in photos.",
     )
+    add_train_arguments(p)
+    p.set_defaults(func=run)
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """Every TrainConfig flag, in both spellings (also used by ``lictrain sweep``).
+
+    Create ``p`` with ``argument_default=argparse.SUPPRESS`` so that only the flags a user
+    gave appear in the namespace; :func:`config_from_args` fills in the rest.
+    """
     g = p.add_argument_group("data")
     add_flag(g, "dataset", "-d", metavar="DIR", help="CompressAI layout (DIR/train, DIR/test) or a flat folder (90/10 split); default: built-in photos")
     add_flag(g, "patch_size", type=int, metavar="PX", help=f"training crop size (default {_D.patch_size})")
@@ -76,7 +86,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_flag(g, "keep_last_n", type=int, help=f"recent checkpoints kept (default {_D.keep_last_n})")
     add_flag(g, "keep_best", type=int, help=f"best checkpoints kept (default {_D.keep_best})")
     add_flag(g, "best_weights_only", action="store_true", help="keep best checkpoints as weights only")
-    p.set_defaults(func=run)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

@@ -13,13 +13,13 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from lictrain.checkpoint import CheckpointManager, capture_rng_state, resolve_checkpoint, restore_rng_state
 from lictrain.config import TrainConfig
-from lictrain.errors import ConfigError
+from lictrain.errors import ConfigError, StopRun
 from lictrain.losses import RateDistortionLoss
 from lictrain.models import build_model, get_spec
 from lictrain.schedules.lr import build_lr_scheduler, resync_lr, step_lr_scheduler
@@ -44,7 +44,7 @@ class RunResult:
     """How a run ended."""
 
     run_dir: Path
-    status: str  # finished | interrupted
+    status: str  # finished | interrupted | stopped
     summary: dict[str, Any] = field(default_factory=dict)
 
 
@@ -61,8 +61,13 @@ def prepare_run_dir(cfg: TrainConfig) -> Path:
     return run_dir
 
 
-def fit(cfg: TrainConfig, show_progress: bool | None = None) -> RunResult:
-    """Train ``cfg.model`` per ``cfg``; returns when finished or interrupted.
+def fit(cfg: TrainConfig, show_progress: bool | None = None,
+        epoch_callback: Callable[[int, dict[str, Any]], None] | None = None) -> RunResult:
+    """Train ``cfg.model`` per ``cfg``; returns when finished, interrupted or stopped.
+
+    ``epoch_callback(epoch, metrics)`` runs after each epoch is recorded and checkpointed;
+    raising :class:`lictrain.errors.StopRun` from it ends the run with status ``stopped``
+    (how a sweep prunes a trial).
 
     Raises:
         LictrainError: bad configuration, data or checkpoint (nothing saved is lost).
@@ -145,6 +150,14 @@ def fit(cfg: TrainConfig, show_progress: bool | None = None) -> RunResult:
             tracker.log(metrics, step=epoch)
             log.info(format_summary(epoch, cfg.epochs, train_stats, test_stats, lr, seconds, schedule_values))
             save(epoch, test_loss, completed=True)
+            if epoch_callback is not None:
+                epoch_callback(epoch, metrics)
+    except StopRun as stop:
+        checkpoints.close()
+        record.finish("stopped", reason=stop.reason, best_loss=best_loss)
+        tracker.finish()
+        log.info("stopped after epoch %d: %s", epoch, stop.reason)
+        return RunResult(run_dir, "stopped", record.data["summary"])
     except KeyboardInterrupt:
         log.warning("interrupted in epoch %d: saving a resumable checkpoint", epoch)
         save(epoch, math.nan, completed=False)
