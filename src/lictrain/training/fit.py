@@ -19,7 +19,7 @@ import torch
 
 from lictrain.checkpoint import CheckpointManager, capture_rng_state, resolve_checkpoint, restore_rng_state
 from lictrain.config import TrainConfig
-from lictrain.errors import ConfigError, StopRun
+from lictrain.errors import CheckpointError, ConfigError, StopRun
 from lictrain.losses import RateDistortionLoss
 from lictrain.models import build_model, get_spec
 from lictrain.schedules.lr import build_lr_scheduler, resync_lr, step_lr_scheduler
@@ -99,6 +99,9 @@ def fit(cfg: TrainConfig, show_progress: bool | None = None,
     try:
         if resume_file:
             ckpt = checkpoints.load(resume_file, map_location=device)
+            if ckpt.get("lictrain", {}).get("kind") == "weights":
+                raise CheckpointError(f"{resume_file} holds weights only (a best checkpoint); resume from the run "
+                                      f"directory or its latest checkpoint, or fine-tune with --pretrained")
             model.load_state_dict(ckpt["model_state"])
             optimizer.load_state_dict(ckpt["optimizer_state"])
             if aux_optimizer is not None:
@@ -119,10 +122,10 @@ def fit(cfg: TrainConfig, show_progress: bool | None = None,
         checkpoints.close()
         raise
 
-    def save(epoch: int, test_loss: float, completed: bool) -> None:
+    def save(epoch: int, test_loss: float | None, completed: bool) -> None:
         checkpoints.save_checkpoint(
             epoch=epoch, model_state=model.state_dict(), optimizer_state=optimizer.state_dict(),
-            metric_value=test_loss, aux_optimizer_state=aux_optimizer.state_dict() if aux_optimizer else None,
+            metric_value=test_loss, is_best=None if completed else False, aux_optimizer_state=aux_optimizer.state_dict() if aux_optimizer else None,
             lr_scheduler_state=lr_scheduler.state_dict(), strategy_state=strategy.state_dict(),
             rng_state=capture_rng_state(), best_loss=best_loss, completed=completed, config=cfg.to_dict(),
         )
@@ -160,7 +163,7 @@ def fit(cfg: TrainConfig, show_progress: bool | None = None,
         return RunResult(run_dir, "stopped", record.data["summary"])
     except KeyboardInterrupt:
         log.warning("interrupted in epoch %d: saving a resumable checkpoint", epoch)
-        save(epoch, math.nan, completed=False)
+        save(epoch, None, completed=False)
         checkpoints.close()
         record.finish("interrupted")
         tracker.finish(exit_code=130)

@@ -1,0 +1,82 @@
+"""Export a checkpoint's model weights as a ``.safetensors`` file.
+
+safetensors holds tensors only and cannot run code when loaded, so it is the format to hand
+weights to other tools (``safetensors.torch.load_file(path)`` gives the ``state_dict`` back).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lictrain.checkpoint.manager import _atomic_write, load_checkpoint, resolve_checkpoint
+from lictrain.errors import CheckpointError
+
+__all__ = ["export_safetensors"]
+
+log = logging.getLogger(__name__)
+
+
+def export_safetensors(
+    ckpt_path: str | os.PathLike[str], out_path: str | os.PathLike[str]
+) -> Path:
+    """Write the model weights of a checkpoint to ``out_path`` in safetensors format.
+
+    Args:
+        ckpt_path: A lictrain checkpoint file, a run directory (its latest checkpoint), or a
+            plain ``state_dict`` saved with ``torch.save``. Loaded with ``weights_only=True``.
+        out_path: The ``.safetensors`` file to write (replaced atomically if it exists).
+
+    Returns:
+        ``out_path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        CheckpointError: If the checkpoint is missing, corrupt, unsafe, or holds no tensors.
+    """
+    from safetensors.torch import save as st_save
+
+    src = resolve_checkpoint(ckpt_path)
+    ckpt = load_checkpoint(src, map_location="cpu")
+    if "model_state" in ckpt:
+        state = ckpt["model_state"]
+    elif ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        state = ckpt  # a bare state_dict
+    else:
+        raise CheckpointError(
+            f"{src} holds no 'model_state'; pass a lictrain checkpoint or a saved state_dict"
+        )
+    if not isinstance(state, dict):
+        raise CheckpointError(f"'model_state' in {src} is a {type(state).__name__}, not a dict")
+    tensors: dict[str, torch.Tensor] = {}
+    skipped = []
+    for k, v in state.items():
+        if isinstance(v, torch.Tensor):
+            # Contiguous, standalone copies: safetensors refuses tensors sharing storage.
+            tensors[str(k)] = v.detach().cpu().contiguous().clone()
+        else:
+            skipped.append(str(k))
+    if skipped:
+        log.warning("not exported (not tensors): %s", ", ".join(skipped))
+    if not tensors:
+        raise CheckpointError(f"'model_state' in {src} holds no tensors; nothing to export")
+
+    metadata = {"format": "pt", "source": src.name}
+    for key in ("epoch", "metric", "metric_value"):
+        value: Any = ckpt.get(key)
+        if isinstance(value, (int, str)) or (isinstance(value, float) and math.isfinite(value)):
+            metadata[key] = str(value)
+    data = st_save(tensors, metadata=metadata)
+    out = Path(out_path).expanduser()
+    if out.is_dir():
+        raise CheckpointError(f"--out {out} is a directory; give a file name such as model.safetensors")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(out, lambda f: f.write(data), fsync=True)
+    except OSError as exc:
+        raise CheckpointError(f"cannot write {out}: {exc}; choose a writable path") from exc
+    return out
