@@ -18,9 +18,11 @@ from typing import Any
 import torch
 
 from lictrain.config import TrainConfig
+from lictrain.errors import ConfigError
 from lictrain.losses import RateDistortionLoss, RDTerms
 from lictrain.optim.balanced import BalancedOptimizer
 from lictrain.schedules.gamma import gamma_scheduler_from_args
+from lictrain.training.distributed import DistInfo, all_reduce_mean, globally_valued
 from lictrain.training.optimizers import aux_loss_of
 from lictrain.training.steps import StepOutcome, all_finite, outcome_from_terms
 
@@ -45,10 +47,16 @@ def task_names(model: torch.nn.Module, criterion: RateDistortionLoss, tasks: str
 class BalancedStrategy:
     """Balanced optimisation of the task losses, with the gamma schedule when asked for."""
 
-    def __init__(self, cfg: TrainConfig, model: torch.nn.Module, criterion: RateDistortionLoss,
-                 net_params: list[torch.nn.Parameter], aux_optimizer: torch.optim.Optimizer | None,
-                 alignment: int, device: torch.device) -> None:
+    def __init__(self, cfg: TrainConfig, trained: torch.nn.Module, model: torch.nn.Module,
+                 criterion: RateDistortionLoss, net_params: list[torch.nn.Parameter],
+                 aux_optimizer: torch.optim.Optimizer | None, alignment: int, device: torch.device,
+                 dist: DistInfo) -> None:
+        if dist.enabled and cfg.balanced_method == "qp":
+            raise ConfigError("--balanced-method qp computes per-task gradients outside DDP's reduction; "
+                              "run it in one process (without torchrun)")
+        self.trained = trained
         self.model = model
+        self.dist = dist
         self.criterion = criterion
         self.aux_optimizer = aux_optimizer
         self.tasks = cfg.balanced_tasks
@@ -65,8 +73,9 @@ class BalancedStrategy:
 
     # -- per batch ------------------------------------------------------------------------
     def step(self, batch: torch.Tensor) -> StepOutcome:
-        terms = self.criterion(self.model(batch), batch)
-        losses = terms.task_losses(self.tasks)
+        terms = self.criterion(self.trained(batch), batch)
+        # under DDP: the global mean's value (same logits on every rank), the local gradient
+        losses = globally_valued(terms.task_losses(self.tasks), self.dist)
         if self.method == "qp":
             return self._qp_step(terms, losses)
         surrogate = self.optimizer.weighted_loss(losses)
@@ -78,7 +87,8 @@ class BalancedStrategy:
             self.aux_optimizer.step()
         if applied and self.same_batch:
             with torch.no_grad():
-                self.optimizer.update_weights(self.criterion(self.model(batch), batch).task_losses(self.tasks))
+                after = self.criterion(self.model(batch), batch).task_losses(self.tasks)
+                self.optimizer.update_weights(all_reduce_mean(after, self.dist))
         return self._outcome(terms, losses, applied, aux, surrogate=float(surrogate.detach()))
 
     def _qp_step(self, terms: RDTerms, losses: torch.Tensor) -> StepOutcome:
@@ -108,6 +118,10 @@ class BalancedStrategy:
                                   extra={**values, **extra})
 
     # -- per epoch ------------------------------------------------------------------------
+    def sync_tensor(self) -> torch.Tensor:
+        """The logits: checked identical across DDP ranks each epoch."""
+        return self.optimizer.logits
+
     def begin_epoch(self, epoch: int) -> None:
         self._epoch_gamma = self.optimizer.gamma
 

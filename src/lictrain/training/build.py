@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from lictrain.config import TrainConfig
 from lictrain.data import CenterCropDataset, RandomCropDataset, load_splits
 from lictrain.errors import CheckpointError, ConfigError
+from lictrain.training.distributed import DistInfo
 
 log = logging.getLogger(__name__)
 
@@ -37,19 +38,27 @@ class EpochSeededLoader:
     """A DataLoader whose shuffling and crops depend only on (seed, epoch, index).
 
     Call :meth:`set_epoch` before iterating. Because no state carries over between epochs,
-    a resumed run sees exactly the batches the uninterrupted run would have seen.
+    a resumed run sees exactly the batches the uninterrupted run would have seen. Under DDP a
+    DistributedSampler (seeded the same way) gives each rank its own share of the epoch.
     """
 
     def __init__(self, dataset: RandomCropDataset, batch_size: int, num_workers: int, seed: int,
-                 pin_memory: bool = False) -> None:
+                 pin_memory: bool = False, dist: DistInfo | None = None) -> None:
         self.dataset = dataset
         self.seed = seed
         self.generator = torch.Generator()
-        self.loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
-                                 num_workers=num_workers, generator=self.generator, pin_memory=pin_memory)
+        self.sampler: DistributedSampler | None = None
+        if dist is not None and dist.enabled:
+            self.sampler = DistributedSampler(dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
+                                              seed=seed, drop_last=True)
+        self.loader = DataLoader(dataset, batch_size=batch_size, shuffle=self.sampler is None, sampler=self.sampler,
+                                 drop_last=True, num_workers=num_workers, generator=self.generator,
+                                 pin_memory=pin_memory)
 
     def set_epoch(self, epoch: int) -> None:
         self.generator.manual_seed(self.seed * 100_003 + epoch)
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
         self.dataset.set_epoch(self.seed, epoch)
 
     def __len__(self) -> int:
@@ -59,7 +68,8 @@ class EpochSeededLoader:
         return iter(self.loader)
 
 
-def build_loaders(cfg: TrainConfig, device: torch.device) -> tuple[EpochSeededLoader, DataLoader, str]:
+def build_loaders(cfg: TrainConfig, device: torch.device,
+                  dist: DistInfo | None = None) -> tuple[EpochSeededLoader, DataLoader, str]:
     """Train loader (random crops), test loader (centre crops) and a description of the source."""
     splits = load_splits(cfg.dataset)
     train_set = RandomCropDataset(splits.train, cfg.patch_size, cfg.epoch_size)
@@ -67,7 +77,10 @@ def build_loaders(cfg: TrainConfig, device: torch.device) -> tuple[EpochSeededLo
     if cfg.epoch_size < cfg.batch_size:
         raise ConfigError(f"--epoch-size {cfg.epoch_size} is smaller than --batch-size {cfg.batch_size}; raise it")
     pin = device.type == "cuda"
-    train = EpochSeededLoader(train_set, cfg.batch_size, cfg.num_workers, cfg.seed, pin_memory=pin)
+    if dist is not None and cfg.epoch_size < cfg.batch_size * dist.world_size:
+        raise ConfigError(f"--epoch-size {cfg.epoch_size} is too small for {dist.world_size} processes x "
+                          f"--batch-size {cfg.batch_size}; raise it")
+    train = EpochSeededLoader(train_set, cfg.batch_size, cfg.num_workers, cfg.seed, pin_memory=pin, dist=dist)
     test = DataLoader(test_set, batch_size=cfg.test_batch_size, shuffle=False, num_workers=0, pin_memory=pin)
     log.info("data: %s — %d train images, %d test images", splits.source, len(train_set.images), len(test_set))
     return train, test, splits.source

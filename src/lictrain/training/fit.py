@@ -2,7 +2,8 @@
 
 Reads top to bottom like the run itself: build -> (resume) -> per epoch train, test, schedule,
 record, checkpoint -> finish. Ctrl-C (or SIGTERM) saves a resumable checkpoint and returns
-status ``interrupted`` (the CLI exits 130).
+status ``interrupted`` (the CLI exits 130). Under ``torchrun`` the same code runs DDP; only
+rank 0 writes (see :mod:`lictrain.training.distributed`).
 """
 
 from __future__ import annotations
@@ -16,24 +17,21 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
-from lictrain.checkpoint import CheckpointManager, capture_rng_state, resolve_checkpoint, restore_rng_state
+from lictrain.checkpoint import resolve_checkpoint
 from lictrain.config import TrainConfig
-from lictrain.errors import CheckpointError, ConfigError, StopRun
+from lictrain.errors import ConfigError, StopRun
 from lictrain.losses import RateDistortionLoss
 from lictrain.models import build_model, get_spec
-from lictrain.schedules.lr import build_lr_scheduler, resync_lr, step_lr_scheduler
-from lictrain.tracking.records import RunRecord
-from lictrain.tracking.wandb_run import WandbRun, wandb_config
-from lictrain.training.build import (
-    build_loaders,
-    check_alignment,
-    load_pretrained_weights,
-    resolve_device,
-    seed_everything,
-)
+from lictrain.schedules.lr import build_lr_scheduler, step_lr_scheduler
+from lictrain.training.build import (build_loaders, check_alignment, load_pretrained_weights, resolve_device,
+                                     seed_everything)
+from lictrain.training.distributed import check_in_sync, init_distributed
 from lictrain.training.loop import format_summary, test_epoch, train_one_epoch
 from lictrain.training.optimizers import build_aux_optimizer, split_parameters
+from lictrain.training.outputs import RunOutputs
+from lictrain.training.state import TrainState
 from lictrain.training.strategy import build_strategy
 
 log = logging.getLogger(__name__)
@@ -48,9 +46,11 @@ class RunResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def prepare_run_dir(cfg: TrainConfig) -> Path:
+def prepare_run_dir(cfg: TrainConfig, create: bool = True) -> Path:
     """Create (and check writable) ``--save_path`` or ``./outputs/<model>-<lambda>-<time>``."""
     run_dir = Path(cfg.save_path).expanduser() if cfg.save_path else cfg.default_run_dir(datetime.now().strftime("%Y%m%d-%H%M%S"))
+    if not create:
+        return run_dir
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"
@@ -74,61 +74,39 @@ def fit(cfg: TrainConfig, show_progress: bool | None = None,
     """
     cfg.validate()
     resume_file = resolve_checkpoint(cfg.resume) if cfg.resume else None
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
+    dist, device = init_distributed(resolve_device(cfg.device))
     alignment = get_spec(cfg.model).alignment
     check_alignment(cfg, alignment)
+    seed_everything(cfg.seed)  # same initial weights on every rank
 
     # -- data, model, loss, optimisation ---------------------------------------------------
-    train_loader, test_loader, _ = build_loaders(cfg, device)
+    train_loader, test_loader, _ = build_loaders(cfg, device, dist)
     model = build_model(cfg.model, cfg.quality).to(device)
     if cfg.pretrained:
         load_pretrained_weights(model, cfg.pretrained)
+    if dist.enabled:
+        torch.manual_seed(cfg.seed + 7919 * dist.rank)  # each rank its own quantisation noise
+    trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if dist.enabled else model
     criterion = RateDistortionLoss(cfg.lmbda, cfg.metric)
     net_params, aux_params = split_parameters(model)
     aux_optimizer = build_aux_optimizer(aux_params, cfg.aux_lr)
-    strategy = build_strategy(cfg, model, criterion, net_params, aux_optimizer, alignment, device)
+    strategy = build_strategy(cfg, trained, model, criterion, net_params, aux_optimizer, alignment, device, dist)
     optimizer = strategy.optimizer
     lr_scheduler = build_lr_scheduler(optimizer, cfg.lr_schedule, cfg.epochs)
+    state = TrainState(model, optimizer, aux_optimizer, lr_scheduler, strategy, cfg.to_dict(), dist)
 
-    # -- run directory, checkpoints, records ----------------------------------------------
-    run_dir = resume_file.parent if resume_file else prepare_run_dir(cfg)
-    checkpoints = CheckpointManager(run_dir, keep_last_n=cfg.keep_last_n, keep_best=cfg.keep_best, metric="loss",
-                                    higher_is_better=False, best_weights_only=cfg.best_weights_only)
+    # -- run directory, checkpoints, records (rank 0 writes) ------------------------------
+    run_dir = resume_file.parent if resume_file else prepare_run_dir(cfg, create=dist.is_main)
+    outputs = RunOutputs(run_dir, cfg, writer=dist.is_main)
     start_epoch, best_loss = 0, math.inf
     try:
         if resume_file:
-            ckpt = checkpoints.load(resume_file, map_location=device)
-            if ckpt.get("lictrain", {}).get("kind") == "weights":
-                raise CheckpointError(f"{resume_file} holds weights only (a best checkpoint); resume from the run "
-                                      f"directory or its latest checkpoint, or fine-tune with --pretrained")
-            model.load_state_dict(ckpt["model_state"])
-            optimizer.load_state_dict(ckpt["optimizer_state"])
-            if aux_optimizer is not None:
-                aux_optimizer.load_state_dict(ckpt["aux_optimizer_state"])
-            lr_scheduler.load_state_dict(ckpt["lr_scheduler_state"])
-            resync_lr(lr_scheduler)
-            strategy.load_state_dict(ckpt["strategy_state"])
-            restore_rng_state(ckpt["rng_state"])
-            start_epoch = int(ckpt["epoch"]) + (1 if ckpt.get("completed", True) else 0)
-            best_loss = float(ckpt.get("best_loss", math.inf))
+            start_epoch, best_loss = state.restore(outputs.load(resume_file, map_location=device), resume_file)
             log.info("resumed from %s at epoch %d", resume_file, start_epoch)
-        record = RunRecord(run_dir, cfg.to_dict(), resumed=resume_file is not None)
-        record.truncate_metrics_after(start_epoch)
-        tracker = WandbRun(run_dir, cfg.wandb_project, cfg.wandb_mode, wandb_config(cfg.to_dict()),
-                           run_id=record.data.get("wandb_run_id"), name=run_dir.name)
-        record.set("wandb_run_id", tracker.id)
+        outputs.open_records(cfg, resumed=resume_file is not None, start_epoch=start_epoch)
     except BaseException:
-        checkpoints.close()
+        outputs.close()
         raise
-
-    def save(epoch: int, test_loss: float | None, completed: bool) -> None:
-        checkpoints.save_checkpoint(
-            epoch=epoch, model_state=model.state_dict(), optimizer_state=optimizer.state_dict(),
-            metric_value=test_loss, is_best=None if completed else False, aux_optimizer_state=aux_optimizer.state_dict() if aux_optimizer else None,
-            lr_scheduler_state=lr_scheduler.state_dict(), strategy_state=strategy.state_dict(),
-            rng_state=capture_rng_state(), best_loss=best_loss, completed=completed, config=cfg.to_dict(),
-        )
 
     log.info("run directory: %s", run_dir)
     epoch = start_epoch
@@ -138,7 +116,10 @@ def fit(cfg: TrainConfig, show_progress: bool | None = None,
             lr = optimizer.param_groups[0]["lr"]
             strategy.begin_epoch(epoch)
             train_loader.set_epoch(epoch)
-            train_stats = train_one_epoch(strategy.step, model, train_loader, device, epoch, len(train_loader), show_progress)
+            train_stats = train_one_epoch(strategy.step, trained, train_loader, device, epoch, len(train_loader),
+                                          show_progress if dist.is_main else False)
+            check_in_sync(model, dist, strategy.sync_tensor())
+            # every rank tests the same full test split: identical numbers, no communication
             test_stats = test_epoch(model, criterion, test_loader, device)
             test_loss = test_stats.values["loss"]
             step_lr_scheduler(lr_scheduler, test_loss)
@@ -149,33 +130,25 @@ def fit(cfg: TrainConfig, show_progress: bool | None = None,
             metrics = {"epoch": epoch, **test_stats.values, "lr": lr, **schedule_values,
                        **{f"train/{k}": v for k, v in train_stats.values.items()},
                        "skipped_steps": train_stats.skipped, "epoch_seconds": seconds}
-            record.log_epoch(metrics)
-            tracker.log(metrics, step=epoch)
+            outputs.log_epoch(epoch, metrics)
             log.info(format_summary(epoch, cfg.epochs, train_stats, test_stats, lr, seconds, schedule_values))
-            save(epoch, test_loss, completed=True)
+            outputs.save_checkpoint(**state.capture(epoch, test_loss, best_loss, completed=True))
             if epoch_callback is not None:
                 epoch_callback(epoch, metrics)
     except StopRun as stop:
-        checkpoints.close()
-        record.finish("stopped", reason=stop.reason, best_loss=best_loss)
-        tracker.finish()
+        outputs.finish("stopped", reason=stop.reason, best_loss=best_loss)
         log.info("stopped after epoch %d: %s", epoch, stop.reason)
-        return RunResult(run_dir, "stopped", record.data["summary"])
+        return RunResult(run_dir, "stopped", outputs.summary)
     except KeyboardInterrupt:
         log.warning("interrupted in epoch %d: saving a resumable checkpoint", epoch)
-        save(epoch, None, completed=False)
-        checkpoints.close()
-        record.finish("interrupted")
-        tracker.finish(exit_code=130)
+        if not dist.enabled:  # under DDP the other ranks may be gone: a collective would hang
+            outputs.save_checkpoint(**state.capture(epoch, None, best_loss, completed=False))
+        outputs.finish("interrupted", exit_code=130)
         log.warning("resume with: lictrain train --resume %s", run_dir)
-        return RunResult(run_dir, "interrupted", record.data["summary"])
+        return RunResult(run_dir, "interrupted", outputs.summary)
     except BaseException as exc:
-        checkpoints.close()
-        record.finish("failed", error=f"{type(exc).__name__}: {exc}")
-        tracker.finish(exit_code=1)
+        outputs.finish("failed", exit_code=1, error=f"{type(exc).__name__}: {exc}")
         raise
-    checkpoints.close()
-    record.finish("finished", best_loss=best_loss, best_checkpoint=str(checkpoints.best_checkpoint or ""))
-    tracker.finish()
+    outputs.finish("finished", best_loss=best_loss)
     log.info("finished: %s (best test loss %.4f)", run_dir, best_loss)
-    return RunResult(run_dir, "finished", record.data["summary"])
+    return RunResult(run_dir, "finished", outputs.summary)

@@ -62,8 +62,10 @@ class StandardStep:
         aux_optimizer: torch.optim.Optimizer | None,
         net_params: list[torch.nn.Parameter],
         clip_max_norm: float | None,
+        aux_model: torch.nn.Module | None = None,
     ) -> None:
         self.model = model
+        self.aux_model = aux_model if aux_model is not None else model
         self.criterion = criterion
         self.optimizer = optimizer
         self.aux_optimizer = aux_optimizer
@@ -78,7 +80,7 @@ class StandardStep:
 
     def backward_and_step(self, objective: torch.Tensor, terms: RDTerms) -> StepOutcome:
         """Backward ``objective`` (+ aux loss), clip, and step both optimisers if finite."""
-        aux = aux_loss_of(self.model)
+        aux = aux_loss_of(self.aux_model)
         self.zero_grad()
         (objective + aux if aux is not None else objective).backward()
         norm = clip_gradients(self.net_params, self.clip_max_norm)

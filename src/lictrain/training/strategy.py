@@ -13,16 +13,19 @@ import torch
 
 from lictrain.config import TrainConfig
 from lictrain.losses import RateDistortionLoss
+from lictrain.training.distributed import DistInfo
 from lictrain.training.steps import StandardStep, StepOutcome
 
 
 class StandardStrategy:
     """Adam on ``λD + R`` (with aux step, clipping and non-finite skipping)."""
 
-    def __init__(self, cfg: TrainConfig, model: torch.nn.Module, criterion: RateDistortionLoss,
-                 net_params: list[torch.nn.Parameter], aux_optimizer: torch.optim.Optimizer | None) -> None:
+    def __init__(self, cfg: TrainConfig, trained: torch.nn.Module, model: torch.nn.Module,
+                 criterion: RateDistortionLoss, net_params: list[torch.nn.Parameter],
+                 aux_optimizer: torch.optim.Optimizer | None) -> None:
         self.optimizer = torch.optim.Adam(net_params, lr=cfg.lr)
-        self._step = StandardStep(model, criterion, self.optimizer, aux_optimizer, net_params, cfg.clip_max_norm)
+        self._step = StandardStep(trained, criterion, self.optimizer, aux_optimizer, net_params, cfg.clip_max_norm,
+                                  aux_model=model)
 
     def step(self, batch: torch.Tensor) -> StepOutcome:
         return self._step(batch)
@@ -32,6 +35,9 @@ class StandardStrategy:
 
     def epoch_values(self) -> dict[str, float]:
         return {}
+
+    def sync_tensor(self) -> torch.Tensor | None:
+        return None
 
     def end_epoch(self, epoch: int, test_loss: float) -> None:
         pass
@@ -43,12 +49,18 @@ class StandardStrategy:
         self._step.skipped = int(state.get("skipped", 0))
 
 
-def build_strategy(cfg: TrainConfig, model: torch.nn.Module, criterion: RateDistortionLoss,
-                   net_params: list[torch.nn.Parameter], aux_optimizer: torch.optim.Optimizer | None,
-                   alignment: int, device: torch.device) -> Any:
-    """The strategy ``cfg`` asks for (standard, or balanced with its gamma schedule)."""
+def build_strategy(cfg: TrainConfig, trained: torch.nn.Module, model: torch.nn.Module,
+                   criterion: RateDistortionLoss, net_params: list[torch.nn.Parameter],
+                   aux_optimizer: torch.optim.Optimizer | None, alignment: int, device: torch.device,
+                   dist: DistInfo | None = None) -> Any:
+    """The strategy ``cfg`` asks for (standard, or balanced with its gamma schedule).
+
+    ``trained`` is what the step runs forward/backward through (the DDP wrapper under
+    torchrun, else ``model``); ``model`` is the bare module (aux loss, no-grad passes).
+    """
     if cfg.use_balanced:
         from lictrain.training.balanced import BalancedStrategy
 
-        return BalancedStrategy(cfg, model, criterion, net_params, aux_optimizer, alignment, device)
-    return StandardStrategy(cfg, model, criterion, net_params, aux_optimizer)
+        return BalancedStrategy(cfg, trained, model, criterion, net_params, aux_optimizer, alignment, device,
+                                dist or DistInfo())
+    return StandardStrategy(cfg, trained, model, criterion, net_params, aux_optimizer)

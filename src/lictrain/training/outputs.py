@@ -1,0 +1,77 @@
+"""What a run writes — checkpoints, ``run.json``/``metrics.jsonl`` and the W&B run — in one place.
+
+Only rank 0 of a distributed run writes; on other ranks :class:`RunOutputs` is built with
+``writer=False`` and every method is a no-op, so the loop never branches on the rank.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from lictrain.checkpoint import CheckpointManager
+from lictrain.config import TrainConfig
+from lictrain.tracking.records import RunRecord
+from lictrain.tracking.wandb_run import WandbRun, wandb_config
+
+log = logging.getLogger(__name__)
+
+
+class RunOutputs:
+    """Checkpoints + run records + W&B for one run directory (rank 0 only)."""
+
+    def __init__(self, run_dir: Path, cfg: TrainConfig, writer: bool = True) -> None:
+        self.run_dir = run_dir
+        self.writer = writer
+        self.checkpoints: CheckpointManager | None = None
+        self.record: RunRecord | None = None
+        self.tracker: WandbRun | None = None
+        if writer:
+            self.checkpoints = CheckpointManager(run_dir, keep_last_n=cfg.keep_last_n, keep_best=cfg.keep_best,
+                                                 metric="loss", higher_is_better=False,
+                                                 best_weights_only=cfg.best_weights_only)
+
+    def load(self, path: Path, map_location: Any) -> dict[str, Any]:
+        if self.checkpoints is not None:
+            return self.checkpoints.load(path, map_location=map_location)
+        from lictrain.checkpoint import load_checkpoint
+
+        return load_checkpoint(path, map_location=map_location)
+
+    def open_records(self, cfg: TrainConfig, resumed: bool, start_epoch: int) -> None:
+        """Start (or continue) run.json, metrics.jsonl and the W&B run."""
+        if not self.writer:
+            return
+        self.record = RunRecord(self.run_dir, cfg.to_dict(), resumed=resumed)
+        self.record.truncate_metrics_after(start_epoch)
+        self.tracker = WandbRun(self.run_dir, cfg.wandb_project, cfg.wandb_mode, wandb_config(cfg.to_dict()),
+                                run_id=self.record.data.get("wandb_run_id"), name=self.run_dir.name)
+        self.record.set("wandb_run_id", self.tracker.id)
+
+    def log_epoch(self, epoch: int, metrics: dict[str, Any]) -> None:
+        if self.record is not None and self.tracker is not None:
+            self.record.log_epoch(metrics)
+            self.tracker.log(metrics, step=epoch)
+
+    def save_checkpoint(self, **state: Any) -> None:
+        if self.checkpoints is not None:
+            self.checkpoints.save_checkpoint(**state)
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return self.record.data["summary"] if self.record is not None else {}
+
+    def finish(self, status: str, exit_code: int = 0, **summary: Any) -> None:
+        """Flush checkpoints, then mark the run ``status`` everywhere (idempotent)."""
+        self.close()
+        if self.record is not None:
+            if status == "finished" and self.checkpoints is not None:
+                summary.setdefault("best_checkpoint", str(self.checkpoints.best_checkpoint or ""))
+            self.record.finish(status, **summary)
+        if self.tracker is not None:
+            self.tracker.finish(exit_code=exit_code)
+
+    def close(self) -> None:
+        if self.checkpoints is not None:
+            self.checkpoints.close()
