@@ -33,3 +33,7 @@ class StopRun(Exception):
     def __init__(self, reason: str = "stopped") -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class BitstreamError(LictrainError):
+    """A truncated, corrupt or foreign ``.lic`` file, or one encoded with other weights."""

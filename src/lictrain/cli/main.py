@@ -19,6 +19,12 @@ SUBCOMMANDS = {
     "models": "models",
     "gamma-plot": "gamma_plot",
     "export": "export",
+    "eval": "eval",
+    "rd": "rd",
+    "compress": "compress",
+    "decompress": "decompress",
+    "sweep": "sweep",
+    "analyze": "analyze",
 }
 
 

@@ -110,6 +110,7 @@ def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lictrain.training.distributed import shutdown_distributed
     from lictrain.training.fit import fit
 
     cfg = config_from_args(args)
@@ -119,4 +120,5 @@ def run(args: argparse.Namespace) -> int:
         result = fit(cfg)
     finally:
         signal.signal(signal.SIGTERM, previous)
+        shutdown_distributed()
     return 130 if result.status == "interrupted" else 0

@@ -97,3 +97,4 @@ def build_model(name: str, quality: int) -> torch.nn.Module:
 def _load_builtin_models() -> None:
     # Importing the modules runs their @register_model decorators.
     from lictrain.models import compressai_zoo  # noqa: F401
+    from lictrain.models import hpcm  # noqa: F401

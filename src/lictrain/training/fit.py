@@ -103,7 +103,7 @@ def fit(cfg: TrainConfig, show_progress: bool | None = None,
         if resume_file:
             start_epoch, best_loss = state.restore(outputs.load(resume_file, map_location=device), resume_file)
             log.info("resumed from %s at epoch %d", resume_file, start_epoch)
-        outputs.open_records(cfg, resumed=resume_file is not None, start_epoch=start_epoch)
+        outputs.open_records(cfg, resumed=resume_file is not None, start_epoch=start_epoch, world_size=dist.world_size)
     except BaseException:
         outputs.close()
         raise
@@ -118,6 +118,7 @@ def fit(cfg: TrainConfig, show_progress: bool | None = None,
             train_loader.set_epoch(epoch)
             train_stats = train_one_epoch(strategy.step, trained, train_loader, device, epoch, len(train_loader),
                                           show_progress if dist.is_main else False)
+            train_seconds = time.perf_counter() - started
             check_in_sync(model, dist, strategy.sync_tensor())
             # every rank tests the same full test split: identical numbers, no communication
             test_stats = test_epoch(model, criterion, test_loader, device)
@@ -129,7 +130,8 @@ def fit(cfg: TrainConfig, show_progress: bool | None = None,
             seconds = time.perf_counter() - started
             metrics = {"epoch": epoch, **test_stats.values, "lr": lr, **schedule_values,
                        **{f"train/{k}": v for k, v in train_stats.values.items()},
-                       "skipped_steps": train_stats.skipped, "epoch_seconds": seconds}
+                       "skipped_steps": train_stats.skipped, "epoch_seconds": seconds,
+                       "train_images_per_second": len(train_loader) * cfg.batch_size * dist.world_size / train_seconds}
             outputs.log_epoch(epoch, metrics)
             log.info(format_summary(epoch, cfg.epochs, train_stats, test_stats, lr, seconds, schedule_values))
             outputs.save_checkpoint(**state.capture(epoch, test_loss, best_loss, completed=True))

@@ -39,11 +39,12 @@ class RunOutputs:
 
         return load_checkpoint(path, map_location=map_location)
 
-    def open_records(self, cfg: TrainConfig, resumed: bool, start_epoch: int) -> None:
+    def open_records(self, cfg: TrainConfig, resumed: bool, start_epoch: int, world_size: int = 1) -> None:
         """Start (or continue) run.json, metrics.jsonl and the W&B run."""
         if not self.writer:
             return
         self.record = RunRecord(self.run_dir, cfg.to_dict(), resumed=resumed)
+        self.record.set("world_size", world_size)
         self.record.truncate_metrics_after(start_epoch)
         self.tracker = WandbRun(self.run_dir, cfg.wandb_project, cfg.wandb_mode, wandb_config(cfg.to_dict()),
                                 run_id=self.record.data.get("wandb_run_id"), name=self.run_dir.name)

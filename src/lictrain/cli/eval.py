@@ -1,0 +1,95 @@
+"""``lictrain eval``: checkpoints (and classical anchors) on images with real bitstreams.
+
+Examples::
+
+    lictrain eval outputs/run-a outputs/run-b/checkpoint_epoch00099.pt --name ours
+    lictrain eval run/ckpt.pt --dataset ~/data/kodak --anchors jpeg420,jpeg444,webp --out-dir results/
+    lictrain eval --anchors all                      # anchors only, on the built-in test photos
+    lictrain eval model.safetensors --model mbt2018-mean --quality 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+from lictrain.cli.common import add_flag
+
+log = logging.getLogger(__name__)
+
+HELP = "evaluate checkpoints (and JPEG/WebP/AVIF anchors) with real bitstreams: bpp, PSNR, MS-SSIM"
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("eval", help=HELP, description=HELP + ". Each checkpoint is one R-D point of one curve; "
+                              "each anchor is a curve over a quality sweep. Writes <name>.json and <name>.csv per curve.")
+    p.add_argument("checkpoints", nargs="*", metavar="CKPT",
+                   help="checkpoint files, run directories (their latest checkpoint) or .safetensors files")
+    add_flag(p, "dataset", "-d", metavar="DIR",
+             help="folder of images (its test/ subfolder if it has one) or one image; default: built-in test photos")
+    add_flag(p, "out_dir", "-o", metavar="DIR", default="outputs/eval",
+             help="where results go (default outputs/eval): <name>.json, <name>.csv, bitstreams/")
+    add_flag(p, "device", default="auto", help="auto, cpu or cuda (default auto)")
+    add_flag(p, "name", metavar="NAME", help="name of the checkpoints' curve (default: the model name)")
+    add_flag(p, "model", "-m", help="architecture of weights-only files (.safetensors, bare state dicts)")
+    add_flag(p, "quality", "-q", type=int, help="quality of weights-only files")
+    add_flag(p, "anchors", "-a", metavar="LIST",
+             help="classical anchors to evaluate too: comma list of jpeg420, jpeg444, webp, avif, or all")
+    add_flag(p, "anchor_qualities", metavar="LIST", default=None,
+             help="anchor quality sweep, e.g. 10,30,50,70,90 or 10:95:5 (default 10,20,...,90,95)")
+    add_flag(p, "no_bitstreams", action="store_true", help="do not keep the .lic files (they are still written and read back in memory)")
+    add_flag(p, "no_estimate", action="store_true", help="skip the forward pass that gives the estimated bpp")
+    add_flag(p, "quiet", action="store_true", help="no per-image progress lines")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from lictrain.errors import BitstreamError, ConfigError
+    from lictrain.evaluation.anchors import DEFAULT_QUALITIES, evaluate_anchor, parse_anchor_list, parse_qualities
+    from lictrain.evaluation.evaluate import check_paths_exist, evaluate_checkpoints, load_eval_images
+    from lictrain.evaluation.report import results_table
+    from lictrain.evaluation.results import write_curve
+
+    if not args.checkpoints and not args.anchors:
+        raise ConfigError("nothing to evaluate: pass checkpoint files or run directories, and/or --anchors jpeg420,webp")
+    anchors = parse_anchor_list(args.anchors) if args.anchors else []
+    qualities = parse_qualities(args.anchor_qualities) if args.anchor_qualities else list(DEFAULT_QUALITIES)
+    check_paths_exist(args.checkpoints)
+    images, source = load_eval_images(args.dataset)
+    out_dir = Path(args.out_dir).expanduser()
+    log.info("evaluating on %d image(s) from %s", len(images), source)
+
+    def progress(point, im) -> None:  # noqa: ANN001
+        if not args.quiet:
+            log.info("  %s  %s: %.4f bpp (estimated %.4f), PSNR %.2f dB, encode %.2f s, decode %.2f s%s",
+                     point.label, im.image, im.bpp, im.bpp_estimated, im.psnr, im.encode_s, im.decode_s,
+                     "" if im.deterministic else "  DECODES DIFFER")
+
+    curves = []
+    if args.checkpoints:
+        curve = evaluate_checkpoints(
+            args.checkpoints, images, device=args.device, name=args.name, model=args.model, quality=args.quality,
+            bitstream_dir=None if args.no_bitstreams else out_dir / "bitstreams" / (args.name or "learned"),
+            estimate=not args.no_estimate, on_image=progress, description=f"lictrain eval on {source}",
+        )
+        curves.append(curve)
+    for name in anchors:
+        if not args.quiet:
+            log.info("  anchor %s, quality %s", name, ",".join(map(str, qualities)))
+        curves.append(evaluate_anchor(name, images, qualities))
+    print(results_table(curves))
+    for curve in curves:
+        json_path, csv_path = write_curve(curve, out_dir)
+        print(f"wrote {json_path} and {csv_path}")
+    bad = [(c.name, label, image) for c in curves for label, image in c.nondeterministic()]
+    if bad:
+        listed = ", ".join(f"{label} on {image}" for _, label, image in bad[:4])
+        raise BitstreamError(
+            f"decoding the same bytes twice gave different pixels ({listed}{', ...' if len(bad) > 4 else ''}): "
+            "the decoder is not deterministic on this device, so its bitstreams are not usable"
+        )
+    return 0

@@ -1,0 +1,70 @@
+"""``lictrain rd``: R-D curves of several results files as a PNG, and BD tables against an anchor.
+
+Examples::
+
+    lictrain rd outputs/eval/*.json --anchor jpeg420 --out rd.png
+    lictrain rd outputs/eval --anchor jpeg444 --csv bd.csv     # a folder: all its *.json
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from lictrain.cli.common import add_flag
+
+HELP = "plot R-D curves of results files and print BD-rate/BD-PSNR against an anchor"
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("rd", help=HELP, description=HELP + " (bjontegaard package, pchip as JVET CTC).")
+    p.add_argument("results", nargs="+", metavar="RESULTS",
+                   help="results JSON files from lictrain eval (or CompressAI's), or folders of them")
+    add_flag(p, "anchor", metavar="NAME",
+             help="curve to compare against (default jpeg420 when present, else the first anchor or curve)")
+    add_flag(p, "out", "-o", metavar="PNG", default="rd.png", help="plot file (default rd.png)")
+    add_flag(p, "csv", metavar="FILE", help="also write the BD table as CSV")
+    add_flag(p, "min_overlap", type=float, default=0.75,
+             help="warn when the anchor covers less than this fraction of a curve's range (default 0.75)")
+    add_flag(p, "title", help="plot title")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from lictrain.errors import ConfigError
+    from lictrain.evaluation.rd import bd_table, plot_rd, rd_frame
+    from lictrain.evaluation.report import bd_text
+    from lictrain.evaluation.results import collect_result_paths, read_curve
+
+    if not 0 <= args.min_overlap <= 1:
+        raise ConfigError(f"--min-overlap must be in [0, 1], got {args.min_overlap}")
+    curves = [read_curve(p) for p in collect_result_paths(args.results)]
+    names = [c.name for c in curves]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"several results files hold a curve named {', '.join(duplicates)}; "
+                          "evaluate them with different --name values")
+    anchor = args.anchor
+    if anchor is None:
+        anchors = [c.name for c in curves if c.kind == "anchor"]
+        anchor = "jpeg420" if "jpeg420" in names else (anchors[0] if anchors else names[0])
+    frame = rd_frame(curves)
+    cols = ["curve", "point", "bpp", "psnr", "ms_ssim"]
+    print(frame[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print()
+    table = bd_table(curves, anchor, min_overlap=args.min_overlap)
+    print(bd_text(table, anchor))
+    out = plot_rd(frame, args.out, bd=table, anchor=anchor, title=args.title)
+    print(f"wrote {out}")
+    if args.csv:
+        csv_path = Path(args.csv).expanduser()
+        try:
+            csv_path.parent.mkdir(parents=True, exist_ok=True)
+            table.to_csv(csv_path, index=False)
+        except OSError as exc:
+            raise ConfigError(f"cannot write {csv_path}: {exc.strerror or exc}") from exc
+        print(f"wrote {csv_path}")
+    return 0

@@ -1,0 +1,288 @@
+"""The ``.lic`` bitstream file: a small header, the entropy-coded streams, two checksums.
+
+Layout (all integers are unsigned LEB128 varints unless a width is given)::
+
+    magic          4 bytes  b"LIC\\x1a"
+    version        1 byte   FORMAT_VERSION
+    flags          1 byte   bit 0: a reconstruction checksum is present
+    model name     varint length + UTF-8
+    quality        varint
+    fingerprint    8 bytes  first 8 bytes of sha256 over the model weights (see codec.py)
+    height, width  varint, varint   the image size before padding
+    shape          1 kind byte: 0 = flat tuple of ints (varint count + varints),
+                                1 = nested lists of ints as compact JSON (varint length + ASCII)
+    streams        varint number of groups; per group a varint count; per stream a varint length
+    [recon crc32   4 bytes big-endian, if flags bit 0: CRC32 of the encoder's uint8 reconstruction]
+    payload        the streams' bytes, in order
+    file crc32     4 bytes big-endian: CRC32 of every byte before it
+
+``streams`` mirrors CompressAI's ``strings``: a list (one group per latent, e.g. ``y`` and
+``z``) of lists (one entry per batch item) of ``bytes``.
+
+The header costs about 20 bytes plus the model name; it is part of every whole-file bpp.
+Every way a file can be wrong -- too short, too long, another format, a newer version, a
+flipped bit -- raises :class:`~lictrain.errors.BitstreamError` with a one-line message before
+any decoding starts.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from lictrain.errors import BitstreamError
+
+MAGIC = b"LIC\x1a"
+FORMAT_VERSION = 1
+FINGERPRINT_BYTES = 8
+_FLAG_RECON_CRC = 0x01
+_SHAPE_FLAT, _SHAPE_JSON = 0, 1
+_MAX_NAME = 255
+_MAX_SIDE = 1 << 20  # a 1M x 1M image is far beyond anything a learned codec will decode here
+_MAX_STREAMS = 4096
+
+Shape = Any  # tuple of ints, or nested tuples of ints
+
+
+@dataclass(frozen=True)
+class Bitstream:
+    """The decoded contents of a ``.lic`` file.
+
+    Attributes:
+        model: registry name of the model that encoded it.
+        quality: its ``--quality``.
+        fingerprint: 8 bytes identifying the weights (see :func:`lictrain.evaluation.codec.weights_fingerprint`).
+        height, width: the image size before padding (what the decoder crops back to).
+        shape: the ``shape`` object of ``model.compress`` (tuples of ints).
+        strings: the ``strings`` of ``model.compress``: groups of streams of bytes.
+        recon_crc: CRC32 of the encoder's uint8 reconstruction, or ``None`` when absent.
+    """
+
+    model: str
+    quality: int
+    fingerprint: bytes
+    height: int
+    width: int
+    shape: Shape
+    strings: list[list[bytes]]
+    recon_crc: int | None = None
+
+    @property
+    def payload_bytes(self) -> int:
+        """Bytes of entropy-coded data (without the header and checksums)."""
+        return sum(len(s) for group in self.strings for s in group)
+
+    @property
+    def fingerprint_hex(self) -> str:
+        return self.fingerprint.hex()
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _varint(value: int) -> bytes:
+    if value < 0:
+        raise ValueError(f"varint must be >= 0, got {value}")
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _normalise_shape(shape: Any) -> Shape:
+    """torch.Size / lists / tuples of ints -> nested tuples of Python ints."""
+    if isinstance(shape, (list, tuple)):
+        return tuple(_normalise_shape(s) for s in shape)
+    try:
+        value = int(shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"the model's compress() returned a shape with a non-integer entry: {shape!r}") from None
+    if value < 0 or value != shape:
+        raise ValueError(f"the model's compress() returned a shape with a bad entry: {shape!r}")
+    return value
+
+
+def _encode_shape(shape: Shape) -> bytes:
+    if isinstance(shape, tuple) and all(isinstance(s, int) for s in shape):
+        return bytes([_SHAPE_FLAT]) + _varint(len(shape)) + b"".join(_varint(s) for s in shape)
+    text = json.dumps(shape, separators=(",", ":")).encode("ascii")
+    return bytes([_SHAPE_JSON]) + _varint(len(text)) + text
+
+
+def pack(
+    *,
+    model: str,
+    quality: int,
+    fingerprint: bytes,
+    height: int,
+    width: int,
+    shape: Any,
+    strings: Sequence[Sequence[bytes]],
+    recon_crc: int | None = None,
+) -> bytes:
+    """Serialise one encoded image to the bytes of a ``.lic`` file.
+
+    Args:
+        shape: ``model.compress(x)["shape"]`` (a torch.Size or nested lists/tuples of ints).
+        strings: ``model.compress(x)["strings"]``.
+        recon_crc: CRC32 of the encoder's uint8 reconstruction (lets the decoder prove it
+            reproduced the same image), or ``None``.
+
+    Raises:
+        ValueError: arguments that cannot be stored (a bug in the caller, not a user error).
+    """
+    name = model.encode("utf-8")
+    if not 0 < len(name) <= _MAX_NAME:
+        raise ValueError(f"model name must be 1..{_MAX_NAME} bytes, got {model!r}")
+    if len(fingerprint) != FINGERPRINT_BYTES:
+        raise ValueError(f"fingerprint must be {FINGERPRINT_BYTES} bytes, got {len(fingerprint)}")
+    groups = [[bytes(s) for s in group] for group in strings]
+    head = bytearray(MAGIC)
+    head.append(FORMAT_VERSION)
+    head.append(_FLAG_RECON_CRC if recon_crc is not None else 0)
+    head += _varint(len(name)) + name
+    head += _varint(quality)
+    head += fingerprint
+    head += _varint(height) + _varint(width)
+    head += _encode_shape(_normalise_shape(shape))
+    head += _varint(len(groups))
+    for group in groups:
+        head += _varint(len(group))
+        for s in group:
+            head += _varint(len(s))
+    if recon_crc is not None:
+        head += (recon_crc & 0xFFFFFFFF).to_bytes(4, "big")
+    body = bytes(head) + b"".join(s for group in groups for s in group)
+    return body + zlib.crc32(body).to_bytes(4, "big")
+
+
+# --------------------------------------------------------------------------- reading
+
+
+class _Reader:
+    def __init__(self, data: bytes, what: str) -> None:
+        self.data = data
+        self.pos = 0
+        self.what = what
+
+    def truncated(self, field: str) -> BitstreamError:
+        return BitstreamError(
+            f"{self.what} is truncated ({len(self.data)} bytes, ends inside the {field}); "
+            "re-encode the image or copy the whole file"
+        )
+
+    def take(self, n: int, field: str) -> bytes:
+        if self.pos + n > len(self.data):
+            raise self.truncated(field)
+        chunk = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return chunk
+
+    def varint(self, field: str, limit: int) -> int:
+        value, shift = 0, 0
+        while True:
+            if self.pos >= len(self.data):
+                raise self.truncated(field)
+            byte = self.data[self.pos]
+            self.pos += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+            if shift > 63:
+                raise self.corrupt(f"an over-long {field}")
+        if value > limit:
+            raise self.corrupt(f"an impossible {field} ({value})")
+        return value
+
+    def corrupt(self, detail: str) -> BitstreamError:
+        return BitstreamError(f"{self.what} is corrupt ({detail}); re-encode the image")
+
+
+def _decode_shape(r: _Reader) -> Shape:
+    kind = r.take(1, "shape")[0]
+    if kind == _SHAPE_FLAT:
+        n = r.varint("shape", 16)
+        return tuple(r.varint("shape", _MAX_SIDE) for _ in range(n))
+    if kind == _SHAPE_JSON:
+        n = r.varint("shape", 1 << 16)
+        text = r.take(n, "shape")
+        try:
+            return _normalise_shape(json.loads(text.decode("ascii")))
+        except (UnicodeDecodeError, json.JSONDecodeError, ValueError):
+            raise r.corrupt("unreadable shape") from None
+    raise r.corrupt(f"unknown shape kind {kind}")
+
+
+def unpack(data: bytes, what: str = "the bitstream") -> Bitstream:
+    """Parse the bytes of a ``.lic`` file.
+
+    Args:
+        data: the whole file.
+        what: how messages name the file (e.g. its path).
+
+    Raises:
+        BitstreamError: not a ``.lic`` file, a newer format version, truncated, trailing
+            bytes, or a checksum mismatch (one-line message).
+    """
+    data = bytes(data)
+    if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
+        start = data[:8]
+        hint = f"it starts with {start!r}" if data else "it is empty"
+        raise BitstreamError(
+            f"{what} is not a lictrain bitstream ({hint}); pass a .lic file written by lictrain compress"
+        )
+    r = _Reader(data, what)
+    r.pos = len(MAGIC)
+    version = r.take(1, "header")[0]
+    if version != FORMAT_VERSION:
+        raise BitstreamError(
+            f"{what} uses bitstream format version {version}; this lictrain reads version {FORMAT_VERSION}: "
+            "decode it with the lictrain version that wrote it"
+        )
+    # A cut-off file fails while parsing ("truncated"); a complete one with a flipped bit
+    # fails the checksum after parsing ("corrupt").
+    checksum_ok = len(data) >= 4 and zlib.crc32(data[:-4]) == int.from_bytes(data[-4:], "big")
+    flags = r.take(1, "header")[0]
+    try:
+        name_len = r.varint("model name", _MAX_NAME)
+        model = r.take(name_len, "model name").decode("utf-8")
+        quality = r.varint("quality", 1 << 16)
+        fingerprint = r.take(FINGERPRINT_BYTES, "weights fingerprint")
+        height = r.varint("image height", _MAX_SIDE)
+        width = r.varint("image width", _MAX_SIDE)
+        shape = _decode_shape(r)
+        n_groups = r.varint("stream count", _MAX_STREAMS)
+        lengths: list[list[int]] = []
+        for _ in range(n_groups):
+            n = r.varint("stream count", _MAX_STREAMS)
+            lengths.append([r.varint("stream length", 1 << 40) for _ in range(n)])
+        recon_crc = int.from_bytes(r.take(4, "reconstruction checksum"), "big") if flags & _FLAG_RECON_CRC else None
+        strings = [[r.take(n, "payload") for n in group] for group in lengths]
+        r.take(4, "file checksum")
+    except UnicodeDecodeError:
+        raise r.corrupt("the model name is not UTF-8") from None
+    if r.pos != len(data):
+        raise BitstreamError(
+            f"{what} has {len(data) - r.pos} unexpected bytes after the end of the bitstream; "
+            "it was altered or concatenated with other data"
+        )
+    if not checksum_ok:
+        raise r.corrupt("checksum mismatch: the file was altered or damaged")
+    if flags & ~_FLAG_RECON_CRC:
+        raise r.corrupt(f"unknown flags {flags:#x}")
+    if height == 0 or width == 0:
+        raise r.corrupt(f"an empty image size {width}x{height}")
+    return Bitstream(model, quality, fingerprint, height, width, shape, strings, recon_crc)
+
+
+def reconstruction_crc(pixels_bytes: bytes) -> int:
+    """CRC32 of a reconstruction's raw uint8 bytes (C order, (3, H, W))."""
+    return zlib.crc32(pixels_bytes)

@@ -1,0 +1,408 @@
+"""A trained model as a codec: image -> ``.lic`` bytes -> image.
+
+Any registered model with CompressAI's coding API works: ``update(force=True)`` once (builds
+the entropy coder's CDF tables), ``compress(x) -> {"strings", "shape"}`` and
+``decompress(strings, shape) -> {"x_hat"}``.
+
+The pixel path:
+
+1. ``uint8 (3, H, W)`` -> float in [0, 1] -> padded on the right and bottom to a multiple of
+   the model's alignment (registry ``alignment``) by **replicating the edge pixels**.
+   Replication adds no artificial edge, so the padding costs fewer bits than zero padding;
+   a model whose alignment is 1 (it pads internally) gets the image as is.
+2. ``compress`` -> the ``.lic`` bytes (:mod:`lictrain.evaluation.bitstream`).
+3. ``decompress`` -> crop to ``H x W`` -> clamp to [0, 1] -> ``round(255·x)`` as ``uint8``.
+
+The encoder decodes its own streams once (``verify=True``) and stores the CRC32 of that
+reconstruction in the file, so a decoder that reproduces a different image (another
+device, another numeric library -- the classic failure of learned codecs) reports it as an
+error instead of handing over a garbage image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from lictrain.errors import BitstreamError, CheckpointError, ConfigError, LictrainError
+from lictrain.evaluation import bitstream as bs
+
+log = logging.getLogger(__name__)
+
+#: state-dict entries derived by ``update()`` from the weights (not part of the fingerprint)
+_DERIVED_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length")
+
+
+@dataclass(frozen=True)
+class CodecInfo:
+    """What a loaded codec is.
+
+    Attributes:
+        model: registry name.
+        quality: ``--quality``.
+        fingerprint: 8 bytes of sha256 over the weights (:func:`weights_fingerprint`).
+        alignment: the input multiple the model needs (from the registry).
+        source: the file the weights came from.
+        epoch: the checkpoint's epoch, when known.
+        lmbda: the training λ, when known.
+        device: where the model runs.
+    """
+
+    model: str
+    quality: int
+    fingerprint: bytes
+    alignment: int
+    source: str
+    epoch: int | None = None
+    lmbda: float | None = None
+    device: str = "cpu"
+
+    @property
+    def label(self) -> str:
+        """A short name for tables: ``model q<quality>[ λ=...][ ep<epoch>]``."""
+        parts = [f"{self.model} q{self.quality}"]
+        if self.lmbda is not None:
+            parts.append(f"λ={self.lmbda:g}")
+        if self.epoch is not None:
+            parts.append(f"ep{self.epoch}")
+        return " ".join(parts)
+
+
+def weights_fingerprint(model: torch.nn.Module) -> bytes:
+    """First 8 bytes of sha256 over the state dict in sorted key order (name, dtype, shape, bytes).
+
+    The entropy coder's CDF tables are left out: ``update()`` derives them from the weights.
+    """
+    h = hashlib.sha256()
+    state = model.state_dict()
+    for key in sorted(state):
+        if key.rsplit(".", 1)[-1] in _DERIVED_BUFFERS:
+            continue
+        t = state[key].detach().to("cpu").contiguous()
+        h.update(key.encode())
+        h.update(str(t.dtype).encode())
+        h.update(repr(tuple(t.shape)).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.digest()[: bs.FINGERPRINT_BYTES]
+
+
+def resolve_device(name: str | torch.device) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is a ConfigError."""
+    if isinstance(name, torch.device):
+        return name
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda asked for, but no CUDA GPU is visible; use --device auto or cpu")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise ConfigError(f"--device must be auto, cpu or cuda, got {name!r}")
+    return torch.device(name)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state_dict, checkpoint metadata) from a checkpoint, run directory or safetensors file."""
+    if path.suffix == ".safetensors":
+        if not path.is_file():
+            raise CheckpointError(f"weights file {path} does not exist; pass an existing .safetensors file")
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu"), {}
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); export it again with lictrain export") from exc
+    from lictrain.checkpoint import load_checkpoint, resolve_checkpoint
+
+    ckpt = load_checkpoint(resolve_checkpoint(path), map_location="cpu")
+    if "model_state" in ckpt:
+        state = ckpt["model_state"]
+        if not isinstance(state, dict):
+            raise CheckpointError(f"'model_state' in {path} is a {type(state).__name__}, not a state dict")
+        return state, ckpt
+    if ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        return ckpt, {}  # a bare state_dict saved with torch.save
+    raise CheckpointError(f"{path} holds no 'model_state'; pass a lictrain checkpoint, a state_dict or a .safetensors file")
+
+
+def load_codec(
+    checkpoint_path: str | os.PathLike[str],
+    device: str | torch.device = "cpu",
+    *,
+    model: str | None = None,
+    quality: int | None = None,
+) -> tuple[torch.nn.Module, CodecInfo]:
+    """Build the model a checkpoint was trained as, load its weights, ``update()`` it, move it to ``device``.
+
+    Args:
+        checkpoint_path: a lictrain checkpoint, a run directory (its latest checkpoint), a
+            bare ``state_dict`` file, or a ``.safetensors`` file from ``lictrain export``.
+        device: ``"cpu"``, ``"cuda"``, ``"auto"`` or a :class:`torch.device`.
+        model, quality: the architecture, required for files that do not record it
+            (safetensors, bare state dicts); for a checkpoint they must agree with its config.
+
+    Returns:
+        ``(model, info)``: the model in eval mode with its CDF tables built, and a :class:`CodecInfo`.
+
+    Raises:
+        CheckpointError: missing, corrupt or unsafe file, or weights that do not fit the model.
+        ConfigError: model/quality missing or contradicting the checkpoint; unknown model; bad device.
+    """
+    from lictrain.models import build_model, get_spec
+
+    path = Path(checkpoint_path).expanduser()
+    dev = resolve_device(device)
+    state, ckpt = _read_weights(path)
+    config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+    name, q = config.get("model"), config.get("quality")
+    if name is None or q is None:
+        if model is None or quality is None:
+            what = "a safetensors file" if path.suffix == ".safetensors" else "this file"
+            raise ConfigError(
+                f"{path} does not record its architecture ({what} holds weights only); "
+                "pass --model NAME --quality Q (see lictrain models)"
+            )
+        name, q = model, quality
+    else:
+        if model is not None and model != name:
+            raise ConfigError(f"--model {model} contradicts {path}, which was trained as {name}; drop --model")
+        if quality is not None and int(quality) != int(q):
+            raise ConfigError(f"--quality {quality} contradicts {path}, which was trained at quality {q}; drop --quality")
+    q = int(q)
+    spec = get_spec(str(name))
+    net = build_model(spec.name, q)
+    try:
+        net.load_state_dict(state, strict=True)
+    except (RuntimeError, KeyError, ValueError) as exc:
+        first = str(exc).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[:3])[:300]
+        raise CheckpointError(
+            f"the weights in {path} do not fit {spec.name} quality {q} ({detail}); "
+            "pass the --model/--quality they were trained with"
+        ) from exc
+    net.eval()
+    net.update(force=True)  # CDF tables built on the CPU: the same tables on every device
+    fingerprint = weights_fingerprint(net)
+    net.to(dev)
+    epoch = ckpt.get("epoch")
+    lmbda = config.get("lmbda")
+    info = CodecInfo(
+        model=spec.name, quality=q, fingerprint=fingerprint, alignment=spec.alignment, source=str(path),
+        epoch=int(epoch) if isinstance(epoch, int) else None,
+        lmbda=float(lmbda) if isinstance(lmbda, (int, float)) else None, device=str(dev),
+    )
+    return net, info
+
+
+def codec_from_model(model: torch.nn.Module, name: str, quality: int, *, source: str = "<in memory>") -> CodecInfo:
+    """``update()`` an in-memory model and describe it (for tests, benchmarks and the trainer)."""
+    from lictrain.models import get_spec
+
+    spec = get_spec(name)
+    model.eval()
+    device = next(model.parameters()).device
+    model.to("cpu").update(force=True)
+    fingerprint = weights_fingerprint(model)
+    model.to(device)
+    return CodecInfo(name, int(quality), fingerprint, spec.alignment, source, device=str(device))
+
+
+# --------------------------------------------------------------------------- pixels
+
+
+def pad_to(x: torch.Tensor, alignment: int) -> torch.Tensor:
+    """Pad a (N, C, H, W) batch on the right/bottom to a multiple of ``alignment`` (edge replication)."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % alignment, (-w) % alignment
+    if ph == 0 and pw == 0:
+        return x
+    return F.pad(x, (0, pw, 0, ph), mode="replicate")
+
+
+def to_input(pixels: torch.Tensor, alignment: int, device: torch.device | str) -> torch.Tensor:
+    """uint8 (3, H, W) -> padded float (1, 3, H', W') in [0, 1] on ``device``."""
+    if pixels.dtype != torch.uint8 or pixels.dim() != 3 or pixels.shape[0] != 3:
+        raise ValueError(f"expected a uint8 (3, H, W) image, got {pixels.dtype} {tuple(pixels.shape)}")
+    x = pixels.to(device).float().div_(255.0).unsqueeze(0)
+    return pad_to(x, max(1, alignment))
+
+
+def to_uint8(x_hat: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Decoder output (1, 3, H', W') -> cropped, clamped, rounded uint8 (3, H, W) on the CPU."""
+    if x_hat.dim() != 4 or x_hat.shape[0] != 1 or x_hat.shape[1] != 3:
+        raise BitstreamError(f"the decoder returned x_hat of shape {tuple(x_hat.shape)}, expected (1, 3, H, W)")
+    if x_hat.shape[-2] < height or x_hat.shape[-1] < width:
+        raise BitstreamError(
+            f"the decoder returned a {x_hat.shape[-1]}x{x_hat.shape[-2]} image for a {width}x{height} original"
+        )
+    out = x_hat[0, :, :height, :width].float().clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
+    return out.cpu().contiguous()
+
+
+def _sync(device: torch.device | str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+# --------------------------------------------------------------------------- encode / decode
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One encoded image.
+
+    Attributes:
+        data: the whole ``.lic`` file.
+        payload_bytes: bytes of entropy-coded streams (``len(data)`` minus header and checksums).
+        reconstruction: the encoder's own decode (uint8, (3, H, W)) when ``verify`` was on.
+        encode_s: seconds for padding + ``compress`` + packing (without the verification decode).
+        verify_s: seconds of the verification decode (0 when off).
+    """
+
+    data: bytes
+    payload_bytes: int
+    reconstruction: torch.Tensor | None
+    encode_s: float
+    verify_s: float
+
+
+def encode_image(model: torch.nn.Module, info: CodecInfo, pixels: torch.Tensor, *, verify: bool = True) -> Encoded:
+    """Compress a uint8 (3, H, W) image into ``.lic`` bytes.
+
+    With ``verify`` the encoder decodes its own streams once and stores the CRC32 of that
+    reconstruction in the file (see the module docstring).
+    """
+    device = torch.device(info.device)
+    height, width = int(pixels.shape[1]), int(pixels.shape[2])
+    with torch.inference_mode():
+        _sync(device)
+        t0 = time.perf_counter()
+        x = to_input(pixels, info.alignment, device)
+        out = model.compress(x)
+        strings, shape = out["strings"], out["shape"]
+        _sync(device)
+        encode_s = time.perf_counter() - t0
+        recon, verify_s, crc = None, 0.0, None
+        if verify:
+            t1 = time.perf_counter()
+            recon = to_uint8(model.decompress(strings, shape)["x_hat"], height, width)
+            verify_s = time.perf_counter() - t1
+            crc = bs.reconstruction_crc(recon.numpy().tobytes())
+    t2 = time.perf_counter()
+    data = bs.pack(model=info.model, quality=info.quality, fingerprint=info.fingerprint, height=height,
+                   width=width, shape=shape, strings=strings, recon_crc=crc)
+    encode_s += time.perf_counter() - t2
+    payload = sum(len(s) for group in strings for s in group)
+    return Encoded(data, payload, recon, encode_s, verify_s)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One decoded image: ``pixels`` uint8 (3, H, W); ``matches_encoder`` is None without a stored CRC."""
+
+    pixels: torch.Tensor
+    stream: bs.Bitstream
+    decode_s: float
+    matches_encoder: bool | None
+
+
+def check_compatible(stream: bs.Bitstream, info: CodecInfo, what: str) -> None:
+    """Raise BitstreamError when ``stream`` was encoded by another model or other weights."""
+    if stream.model != info.model or stream.quality != info.quality:
+        raise BitstreamError(
+            f"{what} was encoded with {stream.model} quality {stream.quality}, but the checkpoint "
+            f"{info.source} is {info.model} quality {info.quality}; decode it with the checkpoint that encoded it"
+        )
+    if stream.fingerprint != info.fingerprint:
+        raise BitstreamError(
+            f"{what} was encoded with other weights (fingerprint {stream.fingerprint.hex()}, the checkpoint "
+            f"{info.source} has {info.fingerprint.hex()}); decode it with the checkpoint that encoded it"
+        )
+
+
+def decode_bytes(model: torch.nn.Module, info: CodecInfo, data: bytes, *, what: str = "the bitstream",
+                 strict: bool = True) -> Decoded:
+    """Parse ``.lic`` bytes, check they belong to this codec, decompress, crop, round.
+
+    Args:
+        strict: raise when the file's reconstruction checksum disagrees with the decoded image
+            (otherwise report it in ``matches_encoder``).
+
+    Raises:
+        BitstreamError: truncated, foreign or corrupt file, another model/weights, a decoder
+            failure, or (``strict``) a reconstruction that differs from the encoder's.
+    """
+    device = torch.device(info.device)
+    _sync(device)
+    t0 = time.perf_counter()
+    stream = bs.unpack(data, what)
+    check_compatible(stream, info, what)
+    try:
+        with torch.inference_mode():
+            x_hat = model.decompress(stream.strings, stream.shape)["x_hat"]
+    except LictrainError:
+        raise
+    except Exception as exc:  # the entropy decoder or the network rejected the streams
+        raise BitstreamError(f"{what} could not be decoded ({type(exc).__name__}: {str(exc)[:160]}); re-encode the image") from exc
+    pixels = to_uint8(x_hat, stream.height, stream.width)
+    _sync(device)
+    decode_s = time.perf_counter() - t0
+    matches = None
+    if stream.recon_crc is not None:
+        matches = bs.reconstruction_crc(pixels.numpy().tobytes()) == stream.recon_crc
+        if strict and not matches:
+            raise BitstreamError(
+                f"decoding {what} on {info.device} gave a different image than the encoder's; learned codecs "
+                "need the same device type and library versions to decode bit-exactly: decode where it was encoded"
+            )
+    return Decoded(pixels, stream, decode_s, matches)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def compress_file(model: torch.nn.Module, info: CodecInfo, image_path: str | os.PathLike[str],
+                  out_path: str | os.PathLike[str]) -> tuple[Encoded, int, int]:
+    """Encode an image file to a ``.lic`` file; returns (encoded, height, width)."""
+    from lictrain.data import read_image
+
+    pixels = read_image(Path(image_path).expanduser())
+    enc = encode_image(model, info, pixels, verify=True)
+    out = Path(out_path).expanduser()
+    _write_bytes(out, enc.data)
+    return enc, int(pixels.shape[1]), int(pixels.shape[2])
+
+
+def read_bitstream_file(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of a ``.lic`` file (BitstreamError when missing or unreadable)."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise BitstreamError(f"{p} is a directory; pass a .lic file written by lictrain compress")
+    try:
+        return p.read_bytes()
+    except FileNotFoundError:
+        raise BitstreamError(f"bitstream file {p} does not exist; pass a .lic file written by lictrain compress") from None
+    except OSError as exc:
+        raise BitstreamError(f"cannot read {p}: {exc.strerror or exc}") from exc
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    if path.is_dir():
+        raise ConfigError(f"-o {path} is a directory; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}; choose a writable path") from exc

@@ -1,0 +1,160 @@
+"""Evaluating learned codecs with real bitstreams.
+
+Per image: pad, ``compress``, pack the ``.lic`` bytes (optionally written to a file and read
+back), decode those bytes, crop, round to ``uint8``; bpp from the byte count, PSNR and
+MS-SSIM on the ``uint8`` images, encode/decode seconds, and the model's own rate estimate
+from its forward pass printed beside the real one. The encoder decodes its streams once to
+store a reconstruction checksum; the decoder decodes the file again: the two decodes must
+give identical pixels (``deterministic``), and :func:`evaluate_checkpoints` callers treat a
+difference as a failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from lictrain.data import NamedImage
+from lictrain.errors import CheckpointError, DataError
+from lictrain.evaluation.codec import CodecInfo, decode_bytes, encode_image, load_codec, to_input
+from lictrain.evaluation.metrics import bpp, ms_ssim_uint8, psnr_uint8
+from lictrain.evaluation.results import CurveResult, ImageResult, PointResult, safe_name
+
+log = logging.getLogger(__name__)
+
+OnImage = Callable[[PointResult, ImageResult], None]
+
+
+def load_eval_images(dataset: str | os.PathLike[str] | None) -> tuple[list[NamedImage], str]:
+    """Images to evaluate on, and a description of where they came from.
+
+    ``None``: the built-in test photos (chelsea, coffee). A folder: its ``test/`` subfolder
+    when it has one (CompressAI's layout), else every image directly inside it. A file: that image.
+
+    Raises:
+        DataError: missing path, no images, or none readable.
+    """
+    from lictrain.data import load_builtin
+    from lictrain.data.images import list_images, load_images
+
+    if dataset is None:
+        return load_builtin("test"), "built-in test photos (chelsea, coffee)"
+    root = Path(dataset).expanduser()
+    if root.is_file():
+        return load_images([root], what="evaluation"), str(root)
+    if not root.exists():
+        raise DataError(f"dataset {root} does not exist; pass a folder of images (or omit --dataset for the built-in photos)")
+    folder = root / "test" if (root / "test").is_dir() else root
+    paths = list_images(folder)
+    if not paths:
+        raise DataError(f"no images (png, jpg, webp, ...) in {folder}; pass a folder of images")
+    return load_images(paths, what="evaluation"), str(folder)
+
+
+def check_paths_exist(checkpoints: Sequence[str | os.PathLike[str]]) -> None:
+    """CheckpointError naming the first path that does not exist."""
+    for ckpt in checkpoints:
+        if not Path(ckpt).expanduser().exists():
+            raise CheckpointError(f"checkpoint {ckpt} does not exist; pass a checkpoint file, run directory or .safetensors file")
+
+
+def estimated_bpp(model: torch.nn.Module, info: CodecInfo, pixels: torch.Tensor) -> float:
+    """The model's rate estimate, ``Σ -log2(likelihoods) / (H·W)``, from one forward pass."""
+    x = to_input(pixels, info.alignment, info.device)
+    with torch.inference_mode():
+        out = model(x)
+    bits = sum(float(torch.log2(lik).sum().neg()) for lik in out["likelihoods"].values())
+    return bits / (pixels.shape[1] * pixels.shape[2])
+
+
+def evaluate_codec(
+    model: torch.nn.Module,
+    info: CodecInfo,
+    images: Sequence[NamedImage],
+    *,
+    bitstream_dir: str | os.PathLike[str] | None = None,
+    estimate: bool = True,
+    on_image: OnImage | None = None,
+) -> PointResult:
+    """Evaluate one loaded codec on ``images`` with real bitstreams.
+
+    Args:
+        bitstream_dir: write each ``<image>.lic`` there and decode the file read back; ``None``
+            decodes the bytes in memory (the same bytes a file would hold).
+        estimate: also run a forward pass for the estimated bpp.
+        on_image: called after each image (progress).
+
+    Raises:
+        BitstreamError: a stream the model cannot decode, or a mismatching checkpoint.
+    """
+    params = {"model": info.model, "quality": info.quality, "checkpoint": info.source, "epoch": info.epoch,
+              "lmbda": info.lmbda, "fingerprint": info.fingerprint.hex(), "device": info.device}
+    point = PointResult(info.label, params)
+    out_dir = Path(bitstream_dir).expanduser() if bitstream_dir is not None else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    for im in images:
+        h, w = im.height, im.width
+        enc = encode_image(model, info, im.pixels, verify=True)
+        data = enc.data
+        what = f"the bitstream of {im.name}"
+        if out_dir is not None:
+            path = out_dir / f"{safe_name(Path(im.name).stem)}.lic"
+            path.write_bytes(data)
+            data, what = path.read_bytes(), str(path)
+        dec = decode_bytes(model, info, data, what=what, strict=False)
+        deterministic = bool(torch.equal(dec.pixels, enc.reconstruction))
+        if not deterministic:
+            log.error("decoding %s twice gave different pixels", what)
+        result = ImageResult(
+            image=im.name, height=h, width=w, bytes=len(data), payload_bytes=enc.payload_bytes,
+            bpp=bpp(len(data), h, w), bpp_payload=bpp(enc.payload_bytes, h, w),
+            bpp_estimated=estimated_bpp(model, info, im.pixels) if estimate else math.nan,
+            psnr=psnr_uint8(im.pixels, dec.pixels), ms_ssim=ms_ssim_uint8(im.pixels, dec.pixels),
+            encode_s=enc.encode_s, decode_s=dec.decode_s, deterministic=deterministic,
+        )
+        point.images.append(result)
+        if on_image is not None:
+            on_image(point, result)
+    return point
+
+
+def evaluate_checkpoints(
+    checkpoints: Sequence[str | os.PathLike[str]],
+    images: Sequence[NamedImage],
+    *,
+    device: str | torch.device = "cpu",
+    name: str | None = None,
+    model: str | None = None,
+    quality: int | None = None,
+    bitstream_dir: str | os.PathLike[str] | None = None,
+    estimate: bool = True,
+    on_image: OnImage | None = None,
+    description: str = "",
+) -> CurveResult:
+    """Evaluate several checkpoints (one R-D point each) as one curve.
+
+    Args:
+        name: the curve's name (default: the first checkpoint's model name).
+        model, quality: for weights-only files (safetensors, bare state dicts).
+        bitstream_dir: keep the ``.lic`` files under ``<dir>/<point index>-<label>/``.
+
+    Raises:
+        CheckpointError, ConfigError, BitstreamError: see :func:`load_codec` and :func:`evaluate_codec`.
+    """
+    check_paths_exist(checkpoints)  # fail before the first (possibly long) evaluation
+    points: list[PointResult] = []
+    for i, ckpt in enumerate(checkpoints):
+        net, info = load_codec(ckpt, device, model=model, quality=quality)
+        sub = None
+        if bitstream_dir is not None:
+            sub = Path(bitstream_dir) / f"{i:02d}-{safe_name(info.label.replace(' ', '-'))}"
+        points.append(evaluate_codec(net, info, images, bitstream_dir=sub, estimate=estimate, on_image=on_image))
+        del net
+    curve_name = name or (points[0].params["model"] if points else "learned")
+    return CurveResult(curve_name, "learned", points, description, [im.name for im in images])

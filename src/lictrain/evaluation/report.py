@@ -1,0 +1,195 @@
+"""Text for people: result tables, BD tables, and the report that ends ``lictrain train``."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import pandas as pd
+import torch
+
+from lictrain.data import NamedImage
+from lictrain.evaluation.anchors import ANCHORS, evaluate_anchor
+from lictrain.evaluation.evaluate import evaluate_checkpoints
+from lictrain.evaluation.rd import MIN_POINTS, bd_delta, interpolate_curve, rd_frame
+from lictrain.evaluation.results import CurveResult
+
+#: JPEG qualities of the final report: dense at the low end, where short trainings land
+REPORT_QUALITIES: tuple[int, ...] = (2, 5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95)
+
+
+def _f(value: float, fmt: str, width: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-".rjust(width)
+    return format(value, fmt).rjust(width)
+
+
+def results_table(curves: Sequence[CurveResult], *, per_image: bool = True) -> str:
+    """A fixed-width table: per image (learned codecs, with ``per_image``) and per point means.
+
+    Columns: bpp (whole file), payload bpp, the model's estimated bpp, PSNR, MS-SSIM,
+    seconds to encode and decode one image, and whether two decodes of the bytes agreed.
+    """
+    labels = [f"{c.name} / {p.label}" if c.kind == "anchor" else p.label for c in curves for p in c.points]
+    lw = max([13, *map(len, labels)])
+    head = (f"{'curve / point':{lw}s} {'image':14s} {'bpp':>7s} {'payload':>7s} {'est.':>7s} {'PSNR':>6s} "
+            f"{'MS-SSIM':>7s} {'enc s':>6s} {'dec s':>6s}  decode x2")
+    lines = [head, "-" * len(head)]
+    for c in curves:
+        for p in c.sorted_points():
+            label = f"{c.name} / {p.label}" if c.kind == "anchor" else p.label
+            rows = [(im.image, im.__dict__) for im in p.images] if per_image and c.kind != "anchor" else []
+            rows.append(("mean" if rows else f"mean of {len(p.images)}", p.mean | {"deterministic": p.deterministic}))
+            for image, m in rows:
+                det = m.get("deterministic")
+                det_text = "-" if det is None else ("identical" if det else "DIFFERENT")
+                lines.append(
+                    f"{label:{lw}s} {str(image)[:14]:14s} {_f(m['bpp'], '.4f', 7)} {_f(m['bpp_payload'], '.4f', 7)} "
+                    f"{_f(m['bpp_estimated'], '.4f', 7)} {_f(m['psnr'], '.2f', 6)} {_f(m['ms_ssim'], '.4f', 7)} "
+                    f"{_f(m['encode_s'], '.3f', 6)} {_f(m['decode_s'], '.3f', 6)}  {det_text}"
+                )
+                label = ""
+    return "\n".join(lines)
+
+
+def bd_text(table: pd.DataFrame, anchor: str) -> str:
+    """The BD table of :func:`lictrain.evaluation.rd.bd_table` as text, notes below it."""
+    head = (f"{'curve vs ' + anchor:34s} {'pts':>3s} {'BD-rate':>9s} {'BD-PSNR':>8s} {'overlap':>7s}  "
+            f"{'BD-rate':>9s} {'BD-MSSSIM':>9s} {'overlap':>7s}")
+    sub = f"{'':34s} {'':>3s} {'(PSNR)':>9s} {'(dB)':>8s} {'':>7s}  {'(MS-SSIM)':>9s} {'(dB)':>9s}"
+    lines = [head, sub, "-" * len(head)]
+    notes = []
+    for row in table.itertuples():
+        lines.append(
+            f"{str(row.curve)[:34]:34s} {row.points:3d} {_pct(row.bd_rate_psnr):>9s} {_f(row.bd_psnr, '+.3f', 8)} "
+            f"{_f(row.overlap_psnr, '.0%', 7)}  {_pct(row.bd_rate_msssim):>9s} {_f(row.bd_msssim_db, '+.3f', 9)} "
+            f"{_f(row.overlap_msssim, '.0%', 7)}"
+        )
+        if row.notes:
+            notes.append(f"warning: {row.curve}: {row.notes}")
+    if table.empty:
+        lines.append("(no curve besides the anchor)")
+    return "\n".join(lines + notes)
+
+
+def _pct(value: float) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:+.2f}%"
+
+
+# --------------------------------------------------------------------------- final report
+
+
+@dataclass
+class FinalReport:
+    """What :func:`final_report` measured; ``text`` is what to print.
+
+    Attributes:
+        ours: the checkpoint(s) as a curve (one point per checkpoint).
+        anchor: the JPEG curve on the same images.
+        anchor_quality_at_our_rate: per point, the anchor's PSNR at our bpp (NaN outside its range).
+        anchor_rate_at_our_quality: per point, the bpp the anchor needs for our PSNR (NaN outside).
+        bd_rate: BD-rate (PSNR) against the anchor in percent; None with fewer than 4 points.
+        seconds: wall time of the whole report.
+    """
+
+    text: str
+    ours: CurveResult
+    anchor: CurveResult
+    anchor_quality_at_our_rate: list[float]
+    anchor_rate_at_our_quality: list[float]
+    bd_rate: float | None
+    bd_psnr: float | None
+    seconds: float
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def final_report(
+    checkpoint_path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    device: str | torch.device = "cpu",
+    images: Sequence[NamedImage] | None = None,
+    *,
+    anchor: str = "jpeg420",
+    qualities: Sequence[int] = REPORT_QUALITIES,
+) -> FinalReport:
+    """Evaluate checkpoint(s) with real bitstreams and place them beside JPEG's R-D curve.
+
+    Called at the end of ``lictrain train``. Evaluates on ``images`` (default: the built-in
+    test photos chelsea and coffee), encodes the same images with the anchor (JPEG 4:2:0)
+    over ``qualities``, and reports, per checkpoint: whole-file bpp, PSNR, MS-SSIM, the
+    estimate from the likelihoods, whether two decodes agreed; the anchor's PSNR at our bpp
+    and the bpp it needs for our PSNR (pchip over log-rate); and with >= 4 checkpoints the
+    BD-rate against the anchor (``bjontegaard``, pchip).
+
+    Never raises for a nondeterministic decoder: that is a ``WARNING`` line in the text.
+
+    Raises:
+        CheckpointError, ConfigError, DataError: unusable checkpoint, device or images.
+    """
+    t0 = time.perf_counter()
+    paths = [checkpoint_path] if isinstance(checkpoint_path, (str, os.PathLike)) else list(checkpoint_path)
+    if images is None:
+        from lictrain.data import load_builtin
+
+        images, where = load_builtin("test"), "the built-in test photos"
+    else:
+        where = f"{len(images)} image(s)"
+    images = list(images)
+    ours = evaluate_checkpoints(paths, images, device=device, name="ours")
+    ref = evaluate_anchor(anchor, images, qualities, ms_ssim=False)  # the report compares PSNR only
+    title = ANCHORS[anchor].title
+    frame = rd_frame([ours, ref])
+    a = frame[frame.curve == anchor]
+
+    names = ", ".join(im.name for im in images)
+    lines = [f"final evaluation on {where} ({names}): real bitstreams, bpp of the whole .lic file"]
+    at_rate, at_quality = [], []
+    for p in ours.sorted_points():
+        m = p.mean
+        lines.append(
+            f"  ours {p.label}: {m['bpp']:.4f} bpp (payload {m['bpp_payload']:.4f}, estimated {m['bpp_estimated']:.4f}), "
+            f"PSNR {m['psnr']:.2f} dB, MS-SSIM {_f(m['ms_ssim'], '.4f', 0)}; "
+            f"encode {m['encode_s']:.2f} s, decode {m['decode_s']:.2f} s per image"
+        )
+        if p.deterministic is False:
+            bad = ", ".join(im.image for im in p.images if im.deterministic is False)
+            lines.append(f"  WARNING: decoding the same bytes twice gave different pixels ({bad}): "
+                         "this codec is not usable as a real codec on this device")
+        q_at = interpolate_curve(a.bpp, a.psnr, at_rate=m["bpp"])
+        r_at = interpolate_curve(a.bpp, a.psnr, at_quality=m["psnr"])
+        at_rate.append(q_at)
+        at_quality.append(r_at)
+        lo, hi = a.bpp.min(), a.bpp.max()
+        if math.isnan(q_at):
+            side = "below" if m["bpp"] < lo else "above"
+            lines.append(f"    at {m['bpp']:.4f} bpp: {side} {title}'s range ({lo:.3f}..{hi:.3f} bpp, quality "
+                         f"{min(qualities)}..{max(qualities)})")
+        else:
+            lines.append(f"    at {m['bpp']:.4f} bpp {title} reaches {q_at:.2f} dB: ours is {m['psnr'] - q_at:+.2f} dB")
+        if math.isnan(r_at):
+            side = "below" if m["psnr"] < a.psnr.min() else "above"
+            lines.append(f"    for {m['psnr']:.2f} dB: {side} {title}'s range ({a.psnr.min():.2f}..{a.psnr.max():.2f} dB)")
+        else:
+            saving = (m["bpp"] / r_at - 1) * 100
+            lines.append(f"    for {m['psnr']:.2f} dB {title} needs {r_at:.4f} bpp: ours uses {abs(saving):.1f}% "
+                         f"{'fewer' if saving < 0 else 'more'} bits")
+    lines.append(f"  {title} (Pillow, quality {min(qualities)}..{max(qualities)}): {a.bpp.min():.3f}..{a.bpp.max():.3f} bpp, "
+                 f"{a.psnr.min():.2f}..{a.psnr.max():.2f} dB")
+    bd_rate = bd_psnr = None
+    n = len(ours.points)
+    if n >= MIN_POINTS:
+        o = frame[frame.curve == "ours"]
+        res = bd_delta(a.bpp, a.psnr, o.bpp, o.psnr)
+        bd_rate, bd_psnr = res.bd_rate, res.bd_quality
+        lines.append(f"  BD-rate vs {title} (PSNR, pchip): {_pct(bd_rate)}, BD-PSNR {_f(bd_psnr, '+.3f', 0)} dB "
+                     f"over {n} points")
+        lines += [f"  warning: {note}" for note in res.notes]
+    else:
+        lines.append(f"  BD-rate vs {title}: needs >= {MIN_POINTS} R-D points of ours (checkpoints at different λ), "
+                     f"this is {n}; evaluate several with `lictrain eval CKPT... --anchors {anchor}` then `lictrain rd`")
+    seconds = time.perf_counter() - t0
+    return FinalReport("\n".join(lines), ours, ref, at_rate, at_quality, bd_rate, bd_psnr, seconds)
