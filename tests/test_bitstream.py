@@ -1,0 +1,196 @@
+"""The .lic file format: round trip, and every way a file can be wrong is a one-line BitstreamError."""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lictrain.config import TrainConfig
+from lictrain.errors import BitstreamError, CheckpointError, ConfigError, LictrainError
+from lictrain.evaluation.bitstream import FORMAT_VERSION, MAGIC, pack, unpack
+from lictrain.evaluation.codec import (
+    codec_from_model, decode_bytes, encode_image, load_codec, weights_fingerprint,
+)
+from lictrain.models import build_model
+
+FP = bytes(range(8))
+
+
+def sample(**kw) -> bytes:
+    args = dict(model="bmshj2018-hyperprior", quality=3, fingerprint=FP, height=300, width=451,
+                shape=torch.Size([5, 8]), strings=[[b"\x01\x02\x03" * 40], [b"zz" * 9]], recon_crc=0xDEADBEEF)
+    return pack(**{**args, **kw})
+
+
+def smooth_image(h: int = 64, w: int = 96, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    base = torch.rand(1, 3, h // 8 + 1, w // 8 + 1, generator=g)
+    return F.interpolate(base, size=(h, w), mode="bilinear", align_corners=False)[0].mul(255).round().to(torch.uint8)
+
+
+def one_line_error(exc: BaseException) -> str:
+    msg = str(exc)
+    assert msg and "\n" not in msg, msg
+    return msg
+
+
+# --------------------------------------------------------------------------- format
+
+
+def test_pack_unpack_round_trip_keeps_every_field() -> None:
+    data = sample()
+    s = unpack(data)
+    assert (s.model, s.quality, s.fingerprint, s.height, s.width) == ("bmshj2018-hyperprior", 3, FP, 300, 451)
+    assert s.shape == (5, 8)
+    assert s.strings == [[b"\x01\x02\x03" * 40], [b"zz" * 9]]
+    assert s.recon_crc == 0xDEADBEEF
+    assert s.payload_bytes == 120 + 18
+    assert data.startswith(MAGIC) and data[4] == FORMAT_VERSION
+    assert len(data) - s.payload_bytes == 37 + len("bmshj2018-hyperprior")  # header + checksums: ~60 bytes
+
+
+def test_nested_shapes_several_streams_and_no_checksum() -> None:
+    shape = [[4, 6], [8, 12], 3]
+    strings = [[b"a", b"bb"], [], [b"c" * 300]]
+    s = unpack(sample(shape=shape, strings=strings, recon_crc=None))
+    assert s.shape == ((4, 6), (8, 12), 3)
+    assert s.strings == [[b"a", b"bb"], [], [b"c" * 300]]
+    assert s.recon_crc is None
+
+
+def test_every_truncation_is_a_clear_error() -> None:
+    data = sample()
+    for n in range(len(data)):
+        with pytest.raises(BitstreamError) as info:
+            unpack(data[:n], "f.lic")
+        msg = one_line_error(info.value)
+        assert ("truncated" in msg) or ("not a lictrain bitstream" in msg) or ("corrupt" in msg), (n, msg)
+    # cut inside the payload: says truncated, names the file
+    with pytest.raises(BitstreamError, match=r"f\.lic is truncated"):
+        unpack(data[:-30], "f.lic")
+
+
+def test_flipped_bits_and_trailing_bytes_are_errors() -> None:
+    data = sample()
+    for i in range(len(MAGIC) + 1, len(data)):
+        corrupt = bytearray(data)
+        corrupt[i] ^= 0x10
+        with pytest.raises(BitstreamError) as info:
+            unpack(bytes(corrupt))
+        one_line_error(info.value)
+    with pytest.raises(BitstreamError, match="unexpected bytes after the end"):
+        unpack(data + b"\x00\x00\x00\x00\x00")
+
+
+@pytest.mark.parametrize("foreign", [b"", b"\x89PNG\r\n\x1a\n" + b"\x00" * 50, b"LIC", bytes(range(256)), b"\xff\xd8\xff\xe0JFIF"])
+def test_foreign_files_are_not_bitstreams(foreign: bytes) -> None:
+    with pytest.raises(BitstreamError, match="not a lictrain bitstream") as info:
+        unpack(foreign, "photo.png")
+    one_line_error(info.value)
+
+
+def test_other_format_version_says_so() -> None:
+    data = bytearray(sample())
+    data[4] = 99
+    body = bytes(data[:-4])
+    with pytest.raises(BitstreamError, match="format version 99"):
+        unpack(body + zlib.crc32(body).to_bytes(4, "big"))
+
+
+# --------------------------------------------------------------------------- with a model
+
+
+@pytest.fixture(scope="module")
+def factorized() -> tuple[torch.nn.Module, object]:
+    torch.manual_seed(0)
+    model = build_model("bmshj2018-factorized", 1)
+    return model, codec_from_model(model, "bmshj2018-factorized", 1)
+
+
+def test_bpp_is_eight_times_file_bytes_over_pixels(factorized, tmp_path: Path) -> None:
+    from lictrain.data import NamedImage
+    from lictrain.evaluation.evaluate import evaluate_codec
+
+    model, info = factorized
+    image = NamedImage("img", smooth_image(40, 72))  # 40x72 pads to 48x80 (alignment 16)
+    point = evaluate_codec(model, info, [image], bitstream_dir=tmp_path)
+    r = point.images[0]
+    size = (tmp_path / "img.lic").stat().st_size
+    assert r.bytes == size
+    assert r.bpp == pytest.approx(8 * size / (40 * 72), rel=0, abs=1e-12)
+    stream = unpack((tmp_path / "img.lic").read_bytes())
+    assert r.payload_bytes == stream.payload_bytes
+    assert r.bpp_payload == pytest.approx(8 * stream.payload_bytes / (40 * 72), abs=1e-12)
+    assert r.bpp > r.bpp_payload and r.deterministic is True
+
+
+def test_wrong_weights_and_wrong_model_are_clear_errors(factorized) -> None:
+    model, info = factorized
+    data = encode_image(model, info, smooth_image()).data
+    torch.manual_seed(1)
+    other = build_model("bmshj2018-factorized", 1)
+    other_info = codec_from_model(other, "bmshj2018-factorized", 1)
+    assert other_info.fingerprint != info.fingerprint
+    with pytest.raises(BitstreamError, match="encoded with other weights") as e:
+        decode_bytes(other, other_info, data, what="x.lic")
+    one_line_error(e.value)
+    hyper = build_model("bmshj2018-hyperprior", 1)
+    with pytest.raises(BitstreamError, match="encoded with bmshj2018-factorized quality 1"):
+        decode_bytes(hyper, codec_from_model(hyper, "bmshj2018-hyperprior", 1), data)
+
+
+def test_a_decoder_that_reconstructs_differently_is_an_error(factorized) -> None:
+    model, info = factorized
+    data = encode_image(model, info, smooth_image()).data
+    s = unpack(data)
+    wrong = pack(model=s.model, quality=s.quality, fingerprint=s.fingerprint, height=s.height, width=s.width,
+                 shape=s.shape, strings=s.strings, recon_crc=(s.recon_crc or 0) ^ 1)
+    with pytest.raises(BitstreamError, match="different image than the encoder's"):
+        decode_bytes(model, info, wrong)
+    assert decode_bytes(model, info, wrong, strict=False).matches_encoder is False
+    assert decode_bytes(model, info, data).matches_encoder is True
+
+
+def test_a_model_that_chokes_on_the_streams_is_a_bitstream_error(factorized) -> None:
+    model, info = factorized
+    s = unpack(encode_image(model, info, smooth_image()).data)
+    bad = pack(model=s.model, quality=s.quality, fingerprint=s.fingerprint, height=s.height, width=s.width,
+               shape=(1,), strings=s.strings)  # a shape the model cannot use
+    with pytest.raises(BitstreamError, match="could not be decoded"):
+        decode_bytes(model, info, bad)
+
+
+# --------------------------------------------------------------------------- loading codecs
+
+
+def test_load_codec_from_checkpoint_and_safetensors(factorized, tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    model, info = factorized
+    cfg = TrainConfig(model="bmshj2018-factorized", quality=1, lmbda=0.01).to_dict()
+    state = {k: v for k, v in build_model("bmshj2018-factorized", 1).state_dict().items()}
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.save({"model_state": state, "config": cfg, "epoch": 7}, tmp_path / "c.pt")
+    net, got = load_codec(tmp_path / "c.pt")
+    assert (got.model, got.quality, got.epoch, got.lmbda, got.alignment) == ("bmshj2018-factorized", 1, 7, 0.01, 16)
+    assert got.fingerprint == info.fingerprint == weights_fingerprint(model)
+
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "w.safetensors"))
+    with pytest.raises(ConfigError, match="pass --model NAME --quality Q"):
+        load_codec(tmp_path / "w.safetensors")
+    _, st = load_codec(tmp_path / "w.safetensors", model="bmshj2018-factorized", quality=1)
+    assert st.fingerprint == info.fingerprint  # same weights, same fingerprint, whatever the container
+    with pytest.raises(ConfigError, match="contradicts"):
+        load_codec(tmp_path / "c.pt", model="bmshj2018-hyperprior")
+    with pytest.raises(CheckpointError, match="do not fit bmshj2018-hyperprior"):
+        load_codec(tmp_path / "w.safetensors", model="bmshj2018-hyperprior", quality=1)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a checkpoint")
+    for junk in ("junk.pt", "junk.safetensors", "missing.pt"):
+        with pytest.raises(LictrainError) as e:
+            load_codec(tmp_path / junk, model="bmshj2018-factorized", quality=1)
+        one_line_error(e.value)
