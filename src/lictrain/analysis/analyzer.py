@@ -289,8 +289,8 @@ def bd_rate_table(rd: pd.DataFrame, rate: str = "bpp", distortion: str = "psnr")
             except (ValueError, AssertionError) as exc:
                 value, row["note"] = math.nan, f"bjontegaard: {exc}"
         row["bd_rate_pct"] = float(value)
-        if caught:
-            row["note"] = "; ".join(str(w.message) for w in caught)
+        if caught:  # bjontegaard warns on a small overlap of the two PSNR ranges: keep its first sentence
+            row["note"] = "; ".join(str(w.message).split(". You can")[0] for w in caught)
         rows.append(row)
     return pd.DataFrame(rows, columns=columns)
 
