@@ -67,6 +67,7 @@ class TrainConfig:
     keep_last_n: int = 3
     keep_best: int = 3
     best_weights_only: bool = False
+    final_eval: bool = True
 
     def validate(self) -> "TrainConfig":
         """Check every value; raise :class:`ConfigError` naming the first bad flag and the fix."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import signal
+from pathlib import Path
 from typing import Any
 
 from lictrain.cli.common import add_flag, parse_bool
@@ -14,7 +16,7 @@ from lictrain.config import GAMMA_STRATEGIES, TrainConfig
 log = logging.getLogger(__name__)
 
 #: flags a resumed run may change; all others come from the checkpoint's config
-RESUME_OVERRIDABLE = ("epochs", "device", "num_workers", "wandb_mode")
+RESUME_OVERRIDABLE = ("epochs", "device", "num_workers", "wandb_mode", "final_eval")
 
 _D = TrainConfig()
 
@@ -86,6 +88,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     add_flag(g, "keep_last_n", type=int, help=f"recent checkpoints kept (default {_D.keep_last_n})")
     add_flag(g, "keep_best", type=int, help=f"best checkpoints kept (default {_D.keep_best})")
     add_flag(g, "best_weights_only", action="store_true", help="keep best checkpoints as weights only")
+    add_flag(g, "no_final_eval", dest="final_eval", action="store_false",
+             help="skip the closing evaluation (real bitstreams vs JPEG on the test photos)")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -118,7 +122,27 @@ def run(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         result = fit(cfg)
+        if result.status == "finished" and cfg.final_eval and int(os.environ.get("RANK", "0")) == 0:
+            closing_evaluation(cfg, result.run_dir)
     finally:
         signal.signal(signal.SIGTERM, previous)
         shutdown_distributed()
     return 130 if result.status == "interrupted" else 0
+
+
+def closing_evaluation(cfg: TrainConfig, run_dir: Path) -> None:
+    """Real bitstreams of the best checkpoint on the test photos, beside JPEG 4:2:0's curve."""
+    from lictrain.checkpoint import CheckpointManager
+    from lictrain.data import load_splits
+    from lictrain.evaluation.report import final_report
+    from lictrain.training.build import resolve_device
+
+    with CheckpointManager(run_dir, keep_last_n=cfg.keep_last_n, keep_best=cfg.keep_best) as checkpoints:
+        best = checkpoints.best_checkpoint or checkpoints.latest_checkpoint
+    if best is None:
+        return
+    images = load_splits(cfg.dataset).test if cfg.dataset else None
+    log.info("closing evaluation of %s (real bitstreams; --no-final-eval skips it)", best.name)
+    report = final_report(best, resolve_device(cfg.device), images)
+    (run_dir / "final_report.txt").write_text(report.text + "\n")
+    log.info("%s", report.text)
