@@ -16,12 +16,14 @@ How the runs are made (fast and real):
    ``latest-run`` symlink.
 
 Then ``load_results()`` is timed: ``--repeat`` times in this process (after one untimed warm-up
-that imports wandb's protobuf module, ~1 s, paid once per process), and once cold in a fresh
-interpreter (imports included), and the result is checked (1,000 rows, no duplicates).
+that imports wandb's protobuf module, ~1 s, paid once per process), with one reader process and
+with ``--workers`` forked ones, reporting wall and CPU seconds (CPU time is what an idle
+machine's wall time would be; on a shared, loaded machine wall time is higher), then once cold
+in a fresh interpreter (imports included); the result is checked (1,000 rows).
 
 Usage::
 
-    python bench/analyze_runs.py [--runs 1000] [--epochs 20] [--repeat 5] [--dir DIR] [--check]
+    python bench/analyze_runs.py [--runs 1000] [--epochs 20] [--repeat 5] [--workers 2] [--dir DIR] [--check]
 
 ``--check`` exits 1 if the median warm load misses the goal.
 """
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import shutil
@@ -139,17 +142,21 @@ def clone_runs(template: Path, out: Path, runs: int, seed: int = 0) -> None:
         (run_dir.parent / "latest-run").symlink_to(run_dir.name)
 
 
-def time_load(root: Path, repeat: int) -> tuple[list[float], int]:
+def time_load(root: Path, repeat: int, workers: int | None) -> tuple[list[float], list[float], int]:
+    """Wall and CPU seconds (this process; children's too when workers > 1) of each load."""
     from lictrain.analysis.analyzer import HyperparameterAnalyzer
 
-    HyperparameterAnalyzer(root).load_results()  # warm-up: imports wandb's protobuf module
-    times = []
+    HyperparameterAnalyzer(root, workers=workers).load_results()  # warm-up: imports wandb's protobuf module
+    walls, cpus = [], []
     for _ in range(repeat):
-        analyzer = HyperparameterAnalyzer(root)
+        analyzer = HyperparameterAnalyzer(root, workers=workers)
+        before = os.times()
         started = time.perf_counter()
         df = analyzer.load_results()
-        times.append(time.perf_counter() - started)
-    return times, len(df)
+        walls.append(time.perf_counter() - started)
+        after = os.times()
+        cpus.append(sum(after[:4]) - sum(before[:4]))
+    return walls, cpus, len(df)
 
 
 def main() -> int:
@@ -158,30 +165,40 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=20, help="epochs logged per run (history and summary records)")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--dir", type=Path, default=None, help="keep the generated runs here (default: a temp dir)")
+    ap.add_argument("--workers", type=int, default=2, help="also time this many reader processes (1: skip)")
     ap.add_argument("--check", action="store_true")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="lictrain-bench-"))
     root = args.dir or work / "runs"
     try:
-        started = time.perf_counter()
-        template = make_template(work / "template", args.epochs)
-        made = time.perf_counter() - started
-        started = time.perf_counter()
-        if root.exists():
-            shutil.rmtree(root)
-        clone_runs(template, root, args.runs)
-        cloned = time.perf_counter() - started
-        size = sum(p.stat().st_size for p in root.rglob("*.wandb"))
-        print(f"template: real wandb offline run, {args.epochs} epochs, {template.stat().st_size / 1024:.1f} KiB, "
-              f"{made:.1f} s")
-        print(f"cloned {args.runs} runs in {cloned:.1f} s ({size / 2**20:.1f} MiB of .wandb logs)")
+        if args.dir is not None and any(root.glob("trial-*")):
+            print(f"reusing the {sum(1 for _ in root.glob('trial-*'))} runs in {root}")
+        else:
+            if root.exists() and any(root.iterdir()):
+                print(f"--dir {root} holds other files; pass an empty or new folder")
+                return 2
+            started = time.perf_counter()
+            template = make_template(work / "template", args.epochs)
+            made = time.perf_counter() - started
+            started = time.perf_counter()
+            clone_runs(template, root, args.runs)
+            cloned = time.perf_counter() - started
+            size = sum(p.stat().st_size for p in root.rglob("*.wandb"))
+            print(f"template: real wandb offline run, {args.epochs} epochs, {template.stat().st_size / 1024:.1f} KiB, "
+                  f"{made:.1f} s")
+            print(f"cloned {args.runs} runs in {cloned:.1f} s ({size / 2**20:.1f} MiB of .wandb logs)")
 
-        times, rows = time_load(root, args.repeat)
-        assert rows == args.runs, f"expected {args.runs} rows, got {rows}"
-        median = statistics.median(times)
-        print(f"load_results warm: median {median:.3f} s, min {min(times):.3f} s over {args.repeat} "
-              f"({median / args.runs * 1e3:.2f} ms/run; goal < {GOAL_S:.1f} s for 1,000 runs)")
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        print(f"machine: {os.cpu_count()} CPUs, load average {load:.1f} before timing")
+        median = math.inf
+        for workers in [1] + ([args.workers] if args.workers > 1 else []):
+            walls, cpus, rows = time_load(root, args.repeat, workers)
+            assert rows == args.runs, f"expected {args.runs} rows, got {rows}"
+            median = min(median, statistics.median(walls))
+            print(f"load_results warm, {workers} process(es): wall median {statistics.median(walls):.3f} s "
+                  f"(min {min(walls):.3f}), CPU median {statistics.median(cpus):.3f} s over {args.repeat} runs "
+                  f"({statistics.median(walls) / args.runs * 1e3:.2f} ms/run; goal < {GOAL_S:.1f} s for 1,000)")
 
         cold = subprocess.run(
             [sys.executable, "-c", "import time, sys; t = time.perf_counter(); "

@@ -21,8 +21,8 @@ import pandas as pd
 import pytest
 
 from lictrain.analysis.analyzer import HyperparameterAnalyzer, bd_rate_table, pareto_table, rd_table
-from lictrain.analysis.readers import (encode_wandb_log, iter_wandb_log, read_wandb_offline, read_wandb_synced,
-                                       scan_runs)
+from lictrain.analysis.readers import (_record_type, encode_wandb_log, iter_wandb_log, read_wandb_offline,
+                                       read_wandb_synced, scan_runs)
 from lictrain.cli.main import main
 from lictrain.errors import DataError
 
@@ -39,8 +39,10 @@ WANDB_SCRIPT = textwrap.dedent("""
         run = wandb.init(project="t", dir=os.path.join(root, sub), mode="offline", id=run_id, config=config,
                          reinit="finish_previous")
         for e in range(epochs):
-            run.log({"loss": 2.0 / (e + 1), "bpp": 0.3 + 0.01 * e, "psnr": psnr0 + e, "weight/rate": 0.5,
-                     "gamma": 0.0029}, step=e)
+            row = {"loss": 2.0 / (e + 1), "bpp": 0.3 + 0.01 * e, "psnr": psnr0 + e, "weight/rate": 0.5, "gamma": 0.0029}
+            if e == 0:
+                row["first_only"] = 7  # logged once, early: must survive in the summary
+            run.log(row, step=e)
         for k, v in (summary or {}).items():
             run.summary[k] = v
         run.finish(exit_code=exit_code)
@@ -115,7 +117,7 @@ def test_offline_run_config_summary_exit_and_history(wandb_runs: Path) -> None:
     assert run.config["lambda"] == 0.0035 and run.config["use_balanced"] is True
     assert run.config["nested.a"] == 1 and run.config["nested.b.c"] == 2  # nested keys flattened
     assert run.summary["psnr"] == 32 and run.summary["loss"] == pytest.approx(2 / 3)  # last values
-    assert run.summary["best_loss"] == 0.5 and run.summary["weight/rate"] == 0.5
+    assert run.summary["best_loss"] == 0.5 and run.summary["weight/rate"] == 0.5 and run.summary["first_only"] == 7
     assert not any(k.startswith("_") for k in run.summary)
     assert [row["psnr"] for row in run.history] == [30, 31, 32]
     exact = read_wandb_offline(wandb_file(wandb_runs, "good"), exact=True)  # protobuf for every record
@@ -134,8 +136,10 @@ def test_corrupt_and_truncated_logs_warn_and_the_rest_is_read(wandb_runs: Path, 
     cut = root / "cut" / "wandb" / "offline-run-20250101_000000-cutrun01" / "run-cutrun01.wandb"
     cut.parent.mkdir(parents=True)
     cut.write_bytes(renamed(data, "goodrun1", "cutrun01")[: len(data) // 2])
-    flipped = bytearray(renamed(data, "goodrun1", "fliprun1"))
-    flipped[len(flipped) - 40] ^= 0xFF  # damage a record near the end
+    payloads = list(iter_wandb_log(renamed(data, "goodrun1", "fliprun1")))
+    last_summary = max(k for k, p in enumerate(payloads) if _record_type(p)[0] == 3)
+    flipped = bytearray(encode_wandb_log(payloads))
+    flipped[len(encode_wandb_log(payloads[:last_summary])) + 7 + 4] ^= 0xFF  # damage the last summary record
     damaged = root / "flip" / "wandb" / "offline-run-20250101_000000-fliprun1" / "run-fliprun1.wandb"
     damaged.parent.mkdir(parents=True)
     damaged.write_bytes(bytes(flipped))
@@ -297,18 +301,18 @@ def test_parameter_importance(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- report and CLI
-@pytest.mark.parametrize("fmt", ["md", "html"])
-def test_analyze_cli_writes_a_report_with_every_section(tmp_path: Path, fmt: str,
-                                                        capsys: pytest.CaptureFixture) -> None:
+def test_analyze_cli_writes_a_markdown_report_with_every_section(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture) -> None:
     root = sweep_folder(tmp_path / "runs")
     garbage = root / "junk" / "wandb" / "offline-run-20250101_000000-junk0001" / "run-junk0001.wandb"
     garbage.parent.mkdir(parents=True)
     garbage.write_bytes(b"\x00" * 50)
     out = tmp_path / "report"
-    assert main(["analyze", str(root), "--format", fmt, "--out", str(out), "--lambda", "0.0035"]) == 0
+    assert main(["analyze", str(root), "--out", str(out), "--lambda", "0.0035"]) == 0
     captured = capsys.readouterr()
     assert "junk0001" in captured.err  # the corrupt file is named, the rest analysed
-    report = (out / f"report.{fmt}").read_text()
+    assert captured.out.strip() == f"wrote {out / 'report.md'}"
+    report = (out / "report.md").read_text()
     for section in ("Recommended settings", "gamma × w_lr", "PSNR and bpp per setting", "BD-rate", "Pareto front",
                     "Parameter importance", "All runs", "Warnings"):
         assert section in report
@@ -316,10 +320,20 @@ def test_analyze_cli_writes_a_report_with_every_section(tmp_path: Path, fmt: str
     assert "heatmap_psnr_gamma_w_lr_lambda-0.0035.png" in figures and "rd_curves.png" in figures
     assert "pareto.png" in figures and "comparison_gamma.png" in figures and "comparison_w_lr.png" in figures
     assert all((out / "figures" / f).read_bytes()[:8] == PNG for f in figures)
-    assert "figures/rd_curves.png" in report
+    assert "![RD curve of each configuration](figures/rd_curves.png)" in report
     assert (out / "runs.csv").exists()
     bd_section = report[report.index("RD curves and BD-rate"):report.index("Pareto front (bpp")]
-    assert "standard" in bd_section and "balanced gamma=0.006 w_lr=0.025" in bd_section
+    assert "| balanced gamma=0.006 w_lr=0.025 | standard | 2 |" in bd_section
+
+
+def test_analyze_cli_html_report(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    write_run(root / "a", {"gamma": 0.001}, {"psnr": 30.0, "bpp": 0.3, "loss": 1.0})
+    write_run(root / "b", {"gamma": 0.003}, {"psnr": 31.0, "bpp": 0.35, "loss": 0.9})
+    assert main(["analyze", str(root), "--format", "html"]) == 0
+    html = (root / "analysis" / "report.html").read_text()
+    assert html.startswith("<!DOCTYPE html>") and "<table>" in html and '<img src="figures/' in html
+    assert "<td>0.003</td>" in html
 
 
 def test_analyze_cli_unknown_metric_or_lambda_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -308,6 +308,33 @@ def _fast_items(body: bytes) -> list[tuple[bytes, bytes]] | None:
     return items
 
 
+#: the key part of every item, anchored on the item's tag (no value captured: cheaper)
+_KEY_RE = re.compile(rb"\x0a[\x00-\x7f](" + _KEY_PART + rb")\x82\x01")
+#: summary records folded in full at the end of a log; the ones before are only checked for new keys
+TAIL_RECORDS = 3
+
+
+def _tail_items(bodies: list[bytes]) -> list[tuple[bytes, bytes]] | None:
+    """The folded summary from the last :data:`TAIL_RECORDS` records alone, when that is exact.
+
+    It is exact when every earlier record only updates keys the tail updates again (a training
+    run logs the same metrics each epoch): then the tail holds each key's last value. The check
+    finds every earlier item's key without decoding values, and counts them against the value
+    tags (``\x82\x01``, which no key or JSON value of the fast shape contains) so no item is
+    missed. Returns ``None`` (fold everything) otherwise.
+    """
+    if len(bodies) <= TAIL_RECORDS:
+        return None
+    tail = _fast_items(b"".join(bodies[-TAIL_RECORDS:]))
+    if tail is None:
+        return None
+    head = b"".join(bodies[:-TAIL_RECORDS])
+    keys = _KEY_RE.findall(head)
+    if len(keys) != head.count(b"\x82\x01") or not {region for region, _ in tail}.issuperset(keys):
+        return None
+    return tail
+
+
 def _region(path: list[str], keyed: bool) -> bytes:
     """The wire bytes of a SummaryItem's key part (``key`` or ``nested_key`` fields)."""
     tag = b"\x0a" if keyed else b"\x12"
@@ -329,6 +356,7 @@ def _encode_varint(value: int) -> bytes:
 
 _PATHS: dict[bytes, tuple[str, ...]] = {}
 _VALUES: dict[bytes, Any] = {}
+_MISS = object()
 _CACHE_LIMIT = 200_000
 
 
@@ -344,11 +372,11 @@ def _path_of(region: bytes) -> tuple[str, ...]:
 def _value_of(value: bytes) -> Any:
     """Decoded ``value_json``, memoised (config values repeat across runs). Lists and dicts are
     not cached: they are mutable."""
-    hit = _VALUES.get(value)
-    if hit is not None:
+    hit = _VALUES.get(value, _MISS)
+    if hit is not _MISS:
         return hit
     decoded = _json(value.decode("utf-8", "replace"))
-    if isinstance(decoded, (int, float, str, bool)):
+    if decoded is None or isinstance(decoded, (int, float, str, bool)):
         if len(_VALUES) > _CACHE_LIMIT:
             _VALUES.clear()
         _VALUES[value] = decoded
@@ -424,8 +452,7 @@ def read_wandb_offline(path: str | os.PathLike[str], history: bool = False, exac
         if fast:  # drop ``_wandb.runtime`` + ``_runtime``-only records: W&B's own clock, dropped anyway
             summaries = [b for b in summaries
                          if not (b[2:19] == _RUNTIME_KEY and b.count(b"\x82\x01") == 2 and _RUNTIME_ALIAS in b)]
-        joined = b"".join(summaries) if fast else b""
-        items = _fast_items(joined) if fast else None
+        items = (_tail_items(summaries) or _fast_items(b"".join(summaries))) if fast else None
         if items is not None:
             raw.update(items)
         else:
@@ -476,6 +503,10 @@ def _split_log(data: bytes, name: str, summaries: list[bytes], configs: list[byt
     pos, end = HEADER.size, len(data)
     unpack, crc32, type_crc, get = CHUNK.unpack_from, zlib.crc32, _TYPE_CRC, targets.get
     full_crc = type_crc[FULL]
+    by_tag: list[list[bytes] | None] = [None] * 0x80  # one-byte tags of wanted length-delimited fields
+    for number, target_list in targets.items():
+        if (number << 3 | 2) < 0x80:
+            by_tag[number << 3 | 2] = target_list
     pending: list[bytes] | None = None
     while pos + 7 <= end:
         offset = pos & (BLOCK_SIZE - 1)
@@ -488,19 +519,23 @@ def _split_log(data: bytes, name: str, summaries: list[bytes], configs: list[byt
         if kind == FULL and stop <= end and offset + 7 + length <= BLOCK_SIZE:
             pos = stop
             # peek: ``num`` (tag 0x08, a one-byte varint as W&B writes it), then the type's tag
-            tag = data[start] if length else 0
             i = start
-            if tag == 0x08 and length > 2 and data[start + 1] < 0x80:
-                i = start + 2
+            tag = data[i] if length else 0
+            if tag == 0x08 and length > 2 and data[i + 1] < 0x80:
+                i += 2
                 tag = data[i]
-            if tag < 0x80 and tag & 7 == 2:
-                target = get(tag >> 3)
+            if tag < 0x80:
+                target = by_tag[tag]
                 if target is None:
                     continue
                 if crc32(data[start:stop], full_crc) != checksum:
                     raise CorruptRunError(f"{name}: checksum mismatch at byte {start - 7}")
-                body_length, body_start = _varint(data, i + 1)
-                target.append(data[body_start:body_start + body_length])
+                body_length = data[i + 1]
+                if body_length < 0x80:
+                    target.append(data[i + 2:i + 2 + body_length])
+                else:
+                    body_length, body_start = _varint(data, i + 1)
+                    target.append(data[body_start:body_start + body_length])
                 continue
             chunk = data[start:stop]  # a longer ``num`` or a multi-byte tag first: general peek
             number, body_start, body_stop = _record_type(chunk)
@@ -553,8 +588,8 @@ def _decode_raw(raw: dict[bytes, bytes]) -> dict[tuple[str, ...], Any]:
     paths, values = _PATHS, _VALUES
     for region, value in raw.items():
         path = paths.get(region)
-        decoded = values.get(value)
-        out[path if path is not None else _path_of(region)] = decoded if decoded is not None else _value_of(value)
+        decoded = values.get(value, _MISS)
+        out[path if path is not None else _path_of(region)] = decoded if decoded is not _MISS else _value_of(value)
     return out
 
 
@@ -789,8 +824,9 @@ def scan_runs(root: str | os.PathLike[str], history: bool = False, workers: int 
     found = _walk(root)
     jobs = ([("offline", p) for p in found.offline] + [("synced", p) for p in found.synced]
             + [("lictrain", p) for p in found.lictrain])
-    if workers is None:
-        workers = min(os.cpu_count() or 1, 8)
+    if workers is None:  # processes pay off only with spare cores (forking and pickling cost ~0.1 s)
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        workers = 1 if cpus <= 2 else min(cpus, 8)
     results: list[tuple[RunData | None, str | None]] = []
     if workers > 1 and len(jobs) >= PARALLEL_MIN_RUNS and _can_fork():
         _proto()  # imported before the fork, so every worker has it for free

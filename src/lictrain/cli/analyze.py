@@ -32,7 +32,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("results_dir", metavar="RESULTS_DIR", help="folder holding the runs (e.g. a sweep's --out)")
     add_flag(p, "metric", default="psnr", help="metric to rank and fit (default psnr; e.g. bpp, loss, ms_ssim)")
     add_flag(p, "lambda", dest="lambda_value", type=float, default=None, metavar="X",
-             help="analyse only runs at this λ (default: every λ)")
+             help="recommendations, heatmap and importance at this λ only (default: every λ; RD curves, "
+                  "comparisons and the Pareto front always use every λ)")
     add_flag(p, "format", dest="format", choices=("md", "html"), default="md", help="report format (default md)")
     add_flag(p, "out", default=None, metavar="DIR", help="report folder (default RESULTS_DIR/analysis)")
     add_flag(p, "top_k", type=int, default=5, help="recommendations per table (default 5)")
