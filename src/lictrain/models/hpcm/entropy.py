@@ -9,9 +9,12 @@ floor 1e-9; ``z`` gets a learned per-channel mean and scale (no EntropyBottlenec
 auxiliary loss).
 
 For real bitstreams, :meth:`GeneralizedGaussianConditional.update` tabulates the GG pmf of
-every scale in a log-spaced scale table (0.12 .. 64, 60 levels, as the official test script)
-into 16-bit quantised CDFs for CompressAI's rANS coder; a symbol is coded with the table of
-the smallest tabulated scale >= its predicted scale.
+every scale in a log-spaced scale table (0.12 .. 64) into 16-bit quantised CDFs for
+CompressAI's rANS coder; a symbol is coded with the table of the smallest tabulated scale >=
+its predicted scale (the official rule). The official test script tabulates 60 levels
+(neighbours 11% apart); rounding scales up by up to 11% cost ~1.5% of the y rate in our
+tests, so we tabulate 128 levels (5% apart), which keeps real bytes within ~1% of the
+estimate for the price of a slightly larger table.
 """
 
 from __future__ import annotations
@@ -30,8 +33,8 @@ TAIL_MASS = 1e-9
 CDF_PRECISION = 16
 
 
-def default_scale_table(low: float = SCALE_BOUND, high: float = 64.0, levels: int = 60) -> torch.Tensor:
-    """Log-spaced scales ``low .. high`` (the official test script's table)."""
+def default_scale_table(low: float = SCALE_BOUND, high: float = 64.0, levels: int = 128) -> torch.Tensor:
+    """Log-spaced scales ``low .. high`` (the official range; 128 levels instead of 60)."""
     return torch.exp(torch.linspace(math.log(low), math.log(high), levels))
 
 
@@ -128,7 +131,7 @@ class GeneralizedGaussianConditional(nn.Module):
 
     def build_indexes(self, scales: torch.Tensor) -> torch.Tensor:
         """Table index of each scale: the first tabulated scale >= it (clipped to the table)."""
-        return torch.bucketize(scales.detach(), self.scale_table[:-1].to(scales))
+        return torch.bucketize(scales.detach().contiguous(), self.scale_table[:-1].to(scales))
 
     def tables(self) -> tuple[list[list[int]], list[int], list[int]]:
         """``(cdfs, cdf_lengths, offsets)``; raises if :meth:`update` has not run."""

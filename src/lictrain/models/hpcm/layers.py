@@ -149,24 +149,32 @@ class WindowCrossAttention(nn.Module):
         self.window = window
         self.heads = heads
         self.q = conv1x1(dim, dim)
-        self.k = conv1x1(dim, dim)
-        self.v = conv1x1(dim, dim)
+        self.kv = conv1x1(dim, 2 * dim)  # keys and values in one conv: fewer ops per step
         self.skip = conv1x1(dim, dim)
+        self._masks: dict[tuple, torch.Tensor] = {}
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
         win = self.window
         pad_h, pad_w = (-h) % win, (-w) % win
         # 1x1 projections commute with windowing, so project first, on the unpadded maps.
-        q, k, v = self.q(x), self.k(memory), self.v(memory)
+        q, kv = self.q(x), self.kv(memory)
         mask = None
         if pad_h or pad_w:
-            q, k, v = (F.pad(t, (0, pad_w, 0, pad_h)) for t in (q, k, v))
-            valid = torch.zeros(1, 1, h + pad_h, w + pad_w, dtype=torch.bool, device=x.device)
-            valid[..., :h, :w] = True
-            # (windows, 1, 1, keys): a padded key never receives attention.
-            mask = _to_windows(valid.expand(b, 1, -1, -1), 1, win).transpose(-1, -2)
+            q, kv = F.pad(q, (0, pad_w, 0, pad_h)), F.pad(kv, (0, pad_w, 0, pad_h))
+            mask = self._key_mask(b, h, w, x.device)
+        k, v = kv.chunk(2, 1)
         qw, kw, vw = (_to_windows(t, self.heads, win) for t in (q, k, v))
         out = F.scaled_dot_product_attention(qw, kw, vw, attn_mask=mask)
         out = _from_windows(out, b, h + pad_h, w + pad_w, win)[..., :h, :w]
         return out + self.skip(x)
+
+    def _key_mask(self, batch: int, height: int, width: int, device: torch.device) -> torch.Tensor:
+        """``(windows, 1, 1, keys)`` boolean mask, False on padded keys (cached per size)."""
+        key = (batch, height, width, str(device))
+        if key not in self._masks:
+            win = self.window
+            valid = torch.zeros(1, 1, height + (-height) % win, width + (-width) % win, dtype=torch.bool, device=device)
+            valid[..., :height, :width] = True
+            self._masks[key] = _to_windows(valid.expand(batch, 1, -1, -1), 1, win).transpose(-1, -2)
+        return self._masks[key]

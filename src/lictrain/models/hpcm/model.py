@@ -90,26 +90,31 @@ def hyper_synthesis(cfg: HPCMConfig) -> nn.Sequential:
     return nn.Sequential(up2x2(n, n), *_stage(n, cfg.hyper_blocks, r), up2x2(n, 2 * m), *_stage(2 * m, 1, r))
 
 
-def _ste_round(x: torch.Tensor) -> torch.Tensor:
-    """Round in the forward pass, identity gradient (straight-through estimator)."""
-    return x + (torch.round(x) - x).detach()
-
-
 class _QuantizeCoder:
-    """Step coder of ``forward``: quantises each step, records residuals and scales per scale."""
+    """Step coder of ``forward``: quantises each step, records its scales and means.
+
+    Training: ``ŷ = y + sg(round(y - μ) - (y - μ))`` on the step's mask — the value of
+    ``round(y - μ) + μ`` with the straight-through gradient — built from as few autograd ops
+    as possible (there are 11 steps). Eval: ``(round((y - μ)·mask) + μ)·mask``, the very
+    expression the encoder uses, so eval ``forward`` and ``compress`` give identical ŷ.
+    """
 
     def __init__(self, y_levels: list[torch.Tensor], training: bool) -> None:
         self.y = y_levels
         self.training = training
-        self.residuals = [torch.zeros_like(t) for t in y_levels]
-        self.scales = [torch.zeros_like(t) for t in y_levels]
+        self.params: list[torch.Tensor | None] = [None] * len(y_levels)  # masked (scales, means) per scale
 
     def __call__(self, level: int, scales: torch.Tensor, means: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        res = (self.y[level] - means) * mask
-        q = _ste_round(res) if self.training else torch.round(res)
-        self.residuals[level] = self.residuals[level] + res
-        self.scales[level] = self.scales[level] + scales * mask
-        return (q + means) * mask
+        step_params = torch.cat((scales, means), 1) * mask.repeat(1, 2, 1, 1)
+        acc = self.params[level]
+        self.params[level] = step_params if acc is None else acc + step_params
+        y = self.y[level]
+        if self.training:
+            with torch.no_grad():
+                d = y - means
+                offset = torch.round(d) - d
+            return (y + offset) * mask
+        return (torch.round((y - means) * mask) + means) * mask
 
 
 class _EncodeCoder:
@@ -195,11 +200,12 @@ class HPCM(nn.Module):
         y_hat = self.context.run(self.h_s(z_hat), coder)
         x_hat = self.g_s(y_hat)[..., :h, :w]
 
-        # Assemble residuals and scales on the full grid (each latent was coded exactly once).
-        res, scales = coder.residuals[0], coder.scales[0]
+        # Assemble scales and means on the full grid (each latent was coded exactly once).
+        params = coder.params[0]
         for level in (1, 2):
-            res = lat.refine(res, level) + coder.residuals[level]
-            scales = lat.refine(scales, level) + coder.scales[level]
+            params = lat.refine(params, level) + coder.params[level]
+        scales, means = params.chunk(2, 1)
+        res = y - means
         res = res + torch.empty_like(res).uniform_(-0.5, 0.5) if self.training else torch.round(res)
         y_lik = self.y_gg.likelihood(res, scales)
 
