@@ -368,3 +368,16 @@ def test_latest_run_link_and_cloned_runs_counted_once(wandb_runs: Path, tmp_path
     df = HyperparameterAnalyzer(tmp_path).load_results()
     assert sorted(df["gamma"]) == [0.001, 0.002, 0.004] and df["run_id"].is_unique
     assert np.allclose(df["psnr"], 32)
+
+
+def test_continuous_settings_are_binned_for_heatmaps() -> None:
+    from lictrain.analysis.analyzer import heatmap_tables
+
+    rng = np.random.default_rng(0)
+    n = 40
+    df = pd.DataFrame({"name": [f"t{i}" for i in range(n)], "state": "finished", "lambda": 0.0035,
+                       "gamma": np.exp(rng.uniform(np.log(5e-4), np.log(2e-2), n)),
+                       "w_lr": np.exp(rng.uniform(np.log(5e-3), np.log(0.1), n)), "psnr": rng.normal(30, 1, n)})
+    table = heatmap_tables(df, "gamma", "w_lr", "psnr")[0.0035]
+    assert table.shape[0] <= 6 and table.shape[1] <= 6
+    assert table.index.min() > 5e-4 and table.index.max() < 2e-2

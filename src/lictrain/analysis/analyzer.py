@@ -29,7 +29,7 @@ from lictrain.errors import DataError
 __all__ = [
     "HyperparameterAnalyzer", "runs_frame", "usable_runs", "recommend", "heatmap_tables",
     "comparison_table", "config_labels", "rd_table", "bd_rate_table", "pareto_table",
-    "importance_table", "varying_params", "MAXIMIZE", "HYPERPARAMS", "BALANCED_ONLY",
+    "importance_table", "varying_params", "binned", "MAXIMIZE", "HYPERPARAMS", "BALANCED_ONLY",
 ]
 
 log = logging.getLogger(__name__)
@@ -163,12 +163,34 @@ def _lambdas(df: pd.DataFrame) -> list[float | None]:
     return sorted(pd.to_numeric(df["lambda"], errors="coerce").dropna().unique().tolist())
 
 
+#: a numeric setting with more distinct values than this (an Optuna range) is binned for tables
+MAX_LEVELS = 8
+
+
+def binned(values: pd.Series, bins: int = 6) -> pd.Series:
+    """``values`` as at most ``bins`` levels when it has more than :data:`MAX_LEVELS` distinct
+    numbers (continuous Optuna samples): each value becomes its bin's midpoint (geometric when
+    the values are positive and span a decade). Other series come back unchanged."""
+    numeric = pd.to_numeric(values, errors="coerce")
+    if numeric.isna().any() or numeric.nunique() <= MAX_LEVELS:
+        return values
+    low, high = float(numeric.min()), float(numeric.max())
+    log = low > 0 and high / low >= 10
+    edges = np.geomspace(low, high, bins + 1) if log else np.linspace(low, high, bins + 1)
+    mids = np.sqrt(edges[:-1] * edges[1:]) if log else (edges[:-1] + edges[1:]) / 2
+    index = np.clip(np.searchsorted(edges, numeric.to_numpy(float), side="right") - 1, 0, bins - 1)
+    return pd.Series([float(f"{m:.3g}") for m in mids[index]], index=values.index, name=values.name)
+
+
 def heatmap_tables(df: pd.DataFrame, param1: str, param2: str, metric: str, lambda_value: float | None = None,
                    notes: list[str] | None = None) -> dict[float | None, pd.DataFrame]:
-    """λ -> pivot table (rows ``param1``, columns ``param2``, mean ``metric``); one λ or every λ."""
+    """λ -> pivot table (rows ``param1``, columns ``param2``, mean ``metric``); one λ or every λ.
+
+    Continuous settings (more than :data:`MAX_LEVELS` values) are binned, see :func:`binned`."""
     sub = usable_runs(df, metric, lambda_value, params=[param1, param2], notes=notes)
     if sub.empty:
         raise DataError(f"no finished run with {metric!r}, {param1!r} and {param2!r} to draw")
+    sub = sub.assign(**{param1: binned(sub[param1]), param2: binned(sub[param2])})
     tables: dict[float | None, pd.DataFrame] = {}
     for lam in ([lambda_value] if lambda_value is not None else _lambdas(sub)):
         part = sub if lam is None else sub[_lambda_mask(sub, lam)]
@@ -179,13 +201,13 @@ def heatmap_tables(df: pd.DataFrame, param1: str, param2: str, metric: str, lamb
 
 def comparison_table(df: pd.DataFrame, param: str, metrics: tuple[str, ...] = ("psnr", "bpp"),
                      notes: list[str] | None = None) -> pd.DataFrame:
-    """Per λ and ``param`` value: mean, std and count of each metric (PSNR and bpp by default)."""
+    """Per λ and ``param`` value (binned when continuous): mean, std and count of each metric."""
     sub = usable_runs(df, metrics[0], params=[param], notes=notes)
     for metric in metrics[1:]:
         sub = usable_runs(sub, metric, notes=notes)
     if sub.empty:
         raise DataError(f"no finished run with {param!r} and {', '.join(metrics)} to compare")
-    sub = sub.assign(**{m: pd.to_numeric(sub[m]) for m in metrics})
+    sub = sub.assign(**{m: pd.to_numeric(sub[m]) for m in metrics}, **{param: binned(sub[param])})
     if "lambda" not in sub.columns:
         sub = sub.assign(**{"lambda": np.nan})
     grouped = sub.groupby(["lambda", param], dropna=False)

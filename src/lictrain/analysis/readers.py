@@ -414,7 +414,6 @@ def read_wandb_offline(path: str | os.PathLike[str], history: bool = False, exac
             data = handle.read()
     except OSError as exc:
         raise CorruptRunError(f"{name}: cannot read ({exc.strerror})") from exc
-    path = Path(name)
     pb = _proto()
     summaries: list[bytes] = []
     configs: list[bytes] = []
@@ -427,7 +426,7 @@ def read_wandb_offline(path: str | os.PathLike[str], history: bool = False, exac
     except CorruptRunError as exc:
         damage = exc
     if not runs:
-        raise damage or CorruptRunError(f"{path}: no run record (not a W&B run log?)")
+        raise damage or CorruptRunError(f"{name}: no run record (not a W&B run log?)")
     config: dict[str, Any] = {}
     raw: dict[bytes, bytes] = {}
     run_id = display = None
@@ -471,11 +470,12 @@ def read_wandb_offline(path: str | os.PathLike[str], history: bool = False, exac
                 _apply_items(row, pb.HistoryRecord.FromString(body).item)
                 rows.append(row)
     except Exception as exc:  # a protobuf DecodeError
-        damage = damage or CorruptRunError(f"{path}: undecodable record ({type(exc).__name__}: {exc})")
+        damage = damage or CorruptRunError(f"{name}: undecodable record ({type(exc).__name__}: {exc})")
     summary = _decode_summary(raw, summaries)
-    match = _RUN_DIR_RE.match(path.parent.name)
+    parent = os.path.dirname(name)
+    match = _RUN_DIR_RE.match(os.path.basename(parent))
     config.pop("_wandb", None)
-    run = RunData(run_id=run_id or (match.group(2) if match else None), path=path.parent, source="wandb-offline",
+    run = RunData(run_id=run_id or (match.group(2) if match else None), path=Path(parent), source="wandb-offline",
                   config=flatten(config), summary=_clean_summary(summary), name=display, exit_code=exit_code,
                   history=rows, started=match.group(1) if match else None)
     run.state, run.status = _wandb_state(exit_code)
@@ -659,6 +659,8 @@ def _clean_summary(summary: dict[str, Any]) -> dict[str, Any]:
 
 def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists and scalars are kept as they are."""
+    if not prefix and not any(type(v) is dict for v in values.values()):
+        return values  # already flat (the common case)
     out: dict[str, Any] = {}
     for key, value in values.items():
         name = f"{prefix}{key}"
@@ -765,8 +767,8 @@ def _crashed(run_dir: Path) -> bool:
 @dataclass
 class _Found:
     lictrain: list[Path] = field(default_factory=list)
-    offline: list[Path] = field(default_factory=list)  # .wandb files
-    synced: list[Path] = field(default_factory=list)  # run dirs with files/ but no .wandb
+    offline: list[str] = field(default_factory=list)  # .wandb files
+    synced: list[str] = field(default_factory=list)  # run dirs with files/ but no .wandb
 
 
 def _walk(root: Path) -> _Found:
@@ -786,10 +788,10 @@ def _walk(root: Path) -> _Found:
         if match:  # a W&B run folder: its .wandb log and/or files/, nothing deeper
             log_name = f"run-{match.group(2)}.wandb"
             if log_name in names:
-                found.offline.append(Path(top) / log_name)
+                found.offline.append(os.path.join(top, log_name))
             elif "files" in names and (os.path.isfile(os.path.join(top, "files", "config.yaml"))
                                        or os.path.isfile(os.path.join(top, "files", "wandb-summary.json"))):
-                found.synced.append(Path(top))
+                found.synced.append(top)
             continue
         if "run.json" in names:
             found.lictrain.append(Path(top))
@@ -901,16 +903,26 @@ def _merge(wandb_runs: list[RunData], ours: list[RunData]) -> list[RunData]:
         else:
             by_id[run.run_id] = run
     rows: list[RunData] = []
-    lictrain_dirs = {r.path for r in ours}
+    lictrain_dirs = {str(r.path) for r in ours}
     for run in ours:
         mine = by_id.pop(run.run_id, None) if run.run_id else None
         if mine is not None:
             run.fill_from(mine)
         rows.append(run)
     for run in list(by_id.values()) + anonymous:
-        owner = next((p for p in run.path.parents if p in lictrain_dirs), None)
+        owner = _owner(str(run.path), lictrain_dirs) if lictrain_dirs else None
         if owner is not None:
             log.debug("dropping W&B run %s in %s: run.json names another W&B run", run.run_id, owner)
             continue
         rows.append(run)
     return rows
+
+
+def _owner(path: str, dirs: set[str]) -> str | None:
+    """The folder of ``dirs`` that contains ``path`` (string walk up: no pathlib per run)."""
+    parent = os.path.dirname(path)
+    while parent and parent != path:
+        if parent in dirs:
+            return parent
+        path, parent = parent, os.path.dirname(parent)
+    return None

@@ -47,7 +47,8 @@ BALANCED_KEYS = ("gamma", "w_lr", "balanced_method", "balanced_update", "balance
                  "adaptive_threshold")
 
 #: config keys that may differ between the workers or sessions of one sweep
-RESUME_FREE = ("device", "num_workers", "wandb_mode", "wandb_project", "save_path", "resume", "dataset")
+RESUME_FREE = ("device", "num_workers", "wandb_mode", "wandb_project", "save_path", "resume", "dataset",
+               "final_eval")
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
