@@ -20,7 +20,7 @@ import pytest
 from lictrain.cli.main import main
 from lictrain.config import TrainConfig
 from lictrain.errors import ConfigError, StopRun
-from lictrain.search.grid import apply_params, grid_combinations, parse_grid, run_grid, trial_name
+from lictrain.search.grid import apply_params, grid_combinations, parse_grid, trial_name
 from lictrain.search.study import StudySettings, open_study, run_optuna, spent_trials
 from lictrain.tracking.records import RunRecord, read_metrics
 from lictrain.training.fit import RunResult

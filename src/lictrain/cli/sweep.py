@@ -130,14 +130,19 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser()
     study_name = args.study or out.resolve().name
     verbose = bool(getattr(args, "verbose", False))
-    with _environment(study_name), logging_redirect_tqdm(), quiet_training_logs(verbose):
-        if args.optuna is None:
-            summary = run_grid(base, space, out, baseline=args.baseline)
-        else:
-            settings = StudySettings(n_trials=args.optuna, out=out, storage=args.storage, study_name=study_name,
-                                     objective=args.objective, prune=args.prune, prune_warmup=args.prune_warmup,
-                                     heartbeat=args.heartbeat, max_retries=args.max_retries, seed=args.sampler_seed)
-            summary = run_optuna(base, space, settings)
+    try:
+        with _environment(study_name), logging_redirect_tqdm(), quiet_training_logs(verbose):
+            if args.optuna is None:
+                summary = run_grid(base, space, out, baseline=args.baseline)
+            else:
+                settings = StudySettings(n_trials=args.optuna, out=out, storage=args.storage, study_name=study_name,
+                                         objective=args.objective, prune=args.prune, prune_warmup=args.prune_warmup,
+                                         heartbeat=args.heartbeat, max_retries=args.max_retries,
+                                         seed=args.sampler_seed)
+                summary = run_optuna(base, space, settings)
+    except KeyboardInterrupt:  # before a trial's training took over (which saves and returns instead)
+        log.warning("sweep interrupted: run the same command again to resume")
+        return 130
     log.info("sweep %s: %s", "interrupted" if summary.interrupted else "done", summary.line())
     if summary.best:
         log.info(summary.best)

@@ -297,7 +297,12 @@ def _run_optuna(base: TrainConfig, space: dict[str, ParamSpec], settings: StudyS
                 mark_failed(Path(prior), cfg, f"worker stopped; retried from scratch as trial {trial.number}")
         trial.set_user_attr("run_dir", str(run_dir))
         callback = _pruning_callback(trial, cfg.epochs) if single and settings.prune else None
-        outcome = run_trial(cfg, run_dir, resume=resume, epoch_callback=callback)
+        trial.set_user_attr("status", "running")
+        try:
+            outcome = run_trial(cfg, run_dir, resume=resume, epoch_callback=callback)
+        except KeyboardInterrupt:  # Ctrl-C before training took over: re-queued on the next start
+            trial.set_user_attr("status", "interrupted")
+            raise
         outcome.name = f"trial {trial.number}" + (f" ({run_dir.name})" if resume else "")
         trial.set_user_attr("status", outcome.status)
         for key in ("psnr", "bpp", "loss", "ms_ssim"):
