@@ -119,7 +119,7 @@ def test_bpp_is_eight_times_file_bytes_over_pixels(factorized, tmp_path: Path) -
     image = NamedImage("img", smooth_image(40, 72))  # 40x72 pads to 48x80 (alignment 16)
     point = evaluate_codec(model, info, [image], bitstream_dir=tmp_path)
     r = point.images[0]
-    size = (tmp_path / "img.lic").stat().st_size
+    size = (tmp_path / "img.lic").stat().st_size  # <image name>.lic
     assert r.bytes == size
     assert r.bpp == pytest.approx(8 * size / (40 * 72), rel=0, abs=1e-12)
     stream = unpack((tmp_path / "img.lic").read_bytes())

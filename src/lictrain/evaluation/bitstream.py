@@ -143,6 +143,8 @@ def pack(
         raise ValueError(f"model name must be 1..{_MAX_NAME} bytes, got {model!r}")
     if len(fingerprint) != FINGERPRINT_BYTES:
         raise ValueError(f"fingerprint must be {FINGERPRINT_BYTES} bytes, got {len(fingerprint)}")
+    if isinstance(strings, (bytes, bytearray)) or any(isinstance(g, (bytes, bytearray)) for g in strings):
+        raise ValueError("compress() must return 'strings' as a list (per latent) of lists (per image) of bytes")
     groups = [[bytes(s) for s in group] for group in strings]
     head = bytearray(MAGIC)
     head.append(FORMAT_VERSION)

@@ -110,8 +110,8 @@ def resolve_device(name: str | torch.device) -> torch.device:
 # --------------------------------------------------------------------------- loading
 
 
-def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(state_dict, checkpoint metadata) from a checkpoint, run directory or safetensors file."""
+def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], Path]:
+    """(state_dict, checkpoint dict, file read) from a checkpoint, run directory or safetensors file."""
     if path.suffix == ".safetensors":
         if not path.is_file():
             raise CheckpointError(f"weights file {path} does not exist; pass an existing .safetensors file")
@@ -119,19 +119,20 @@ def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         from safetensors.torch import load_file
 
         try:
-            return load_file(str(path), device="cpu"), {}
+            return load_file(str(path), device="cpu"), {}, path
         except (SafetensorError, OSError, ValueError) as exc:
             raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); export it again with lictrain export") from exc
     from lictrain.checkpoint import load_checkpoint, resolve_checkpoint
 
-    ckpt = load_checkpoint(resolve_checkpoint(path), map_location="cpu")
+    file = resolve_checkpoint(path)  # a run directory stands for its latest checkpoint
+    ckpt = load_checkpoint(file, map_location="cpu")
     if "model_state" in ckpt:
         state = ckpt["model_state"]
         if not isinstance(state, dict):
             raise CheckpointError(f"'model_state' in {path} is a {type(state).__name__}, not a state dict")
-        return state, ckpt
+        return state, ckpt, file
     if ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
-        return ckpt, {}  # a bare state_dict saved with torch.save
+        return ckpt, {}, file  # a bare state_dict saved with torch.save
     raise CheckpointError(f"{path} holds no 'model_state'; pass a lictrain checkpoint, a state_dict or a .safetensors file")
 
 
@@ -162,7 +163,7 @@ def load_codec(
 
     path = Path(checkpoint_path).expanduser()
     dev = resolve_device(device)
-    state, ckpt = _read_weights(path)
+    state, ckpt, path = _read_weights(path)
     config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
     name, q = config.get("model"), config.get("quality")
     if name is None or q is None:
@@ -197,7 +198,8 @@ def load_codec(
     epoch = ckpt.get("epoch")
     lmbda = config.get("lmbda")
     info = CodecInfo(
-        model=spec.name, quality=q, fingerprint=fingerprint, alignment=spec.alignment, source=str(path),
+        model=spec.name, quality=q, fingerprint=fingerprint, alignment=spec.alignment,
+        source=str(path),
         epoch=int(epoch) if isinstance(epoch, int) else None,
         lmbda=float(lmbda) if isinstance(lmbda, (int, float)) else None, device=str(dev),
     )

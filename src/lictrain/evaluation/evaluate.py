@@ -104,7 +104,7 @@ def evaluate_codec(
         data = enc.data
         what = f"the bitstream of {im.name}"
         if out_dir is not None:
-            path = out_dir / f"{safe_name(Path(im.name).stem)}.lic"
+            path = out_dir / f"{safe_name(im.name)}.lic"
             path.write_bytes(data)
             data, what = path.read_bytes(), str(path)
         dec = decode_bytes(model, info, data, what=what, strict=False)
