@@ -45,7 +45,7 @@ def test_lambda_and_clip_zero() -> None:
         (["--gamma_strategy", "bogus", "--use_balanced"], "--gamma-strategy must be one of"),
         (["--device", "tpu"], "--device must be one of"),
         (["--gamma", "-1"], "--gamma must be a finite number >= 0"),
-        (["--patch-size", "100"], "not a multiple of 64"),
+        (["--model", "bmshj2018-hyperprior", "--patch-size", "100"], "not a multiple of 64"),
         (["--dataset", "/no/such/folder"], "dataset folder not found"),
     ],
 )

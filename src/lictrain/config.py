@@ -30,7 +30,7 @@ class TrainConfig:
     epoch_size: int = 192
     num_workers: int = 0
     # model and loss
-    model: str = "bmshj2018-hyperprior"
+    model: str = "hpcm-tiny"
     quality: int = 1
     lmbda: float = 0.0067
     metric: str = "mse"
