@@ -24,20 +24,37 @@ A scheduler writes the gamma it computes into its optimiser: an object with a wr
 carry a ``"gamma"`` key (each group's is set), or ``None`` (compute only).
 :class:`MultiScaleGammaScheduler` runs one schedule per task group and hands the optimiser one
 gamma per task (the guide's "multi-scale adaptive gamma").
+
+Layout: strategy names, defaults and setting checks live in
+:mod:`lictrain.schedules.gamma_settings`, :class:`MultiScaleGammaScheduler` in
+:mod:`lictrain.schedules.multiscale` and the builders in :mod:`lictrain.schedules.gamma_builders`;
+all of them are re-exported here.
 """
 
 from __future__ import annotations
 
 import bisect
-import functools
 import logging
 import math
-import numbers
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-from lictrain.errors import CheckpointError, ConfigError
+from lictrain.errors import CheckpointError
+from lictrain.schedules.gamma_settings import (  # noqa: F401 (re-exported)
+    _KWARGS,
+    _STATE_VERSION,
+    _USES_FINAL,
+    DEFAULT_GAMMA_DECAY,
+    DEFAULT_STEP_EPOCHS,
+    DEFAULT_THRESHOLD,
+    DEFAULT_WINDOW_SIZE,
+    STRATEGIES,
+    _check_settings,
+    _is_real,
+    _make_setter,
+    _positive_gamma,
+)
 
 __all__ = [
     "STRATEGIES",
@@ -49,60 +66,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-#: Strategy names accepted by :class:`AdaptiveGammaScheduler`, in the guide's order.
-STRATEGIES: tuple[str, ...] = ("linear", "cosine", "step", "adaptive", "hpcm")
-
-#: Strategies that decay from ``initial_gamma`` to ``final_gamma`` and so need
-#: ``final_gamma <= initial_gamma``.
-_USES_FINAL: frozenset[str] = frozenset({"linear", "cosine", "adaptive"})
-
-DEFAULT_STEP_EPOCHS: tuple[int, ...] = (1000, 2000)
-DEFAULT_GAMMA_DECAY: float = 0.5
-DEFAULT_WINDOW_SIZE: int = 50
-DEFAULT_THRESHOLD: float = 0.01
-
-_KWARGS: frozenset[str] = frozenset({"step_epochs", "gamma_decay", "window_size", "threshold"})
-
-_STATE_VERSION = 1
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _positive_gamma(name: str, value: Any) -> float:
-    if not _is_real(value) or not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
-
-
-def _make_setter(optimizer: Any) -> Callable[[Any], None] | None:
-    """Return a function that writes gamma into ``optimizer`` (``None``: compute only).
-
-    Chosen once at construction so that ``step()`` does no type dispatch.
-
-    Raises:
-        ConfigError: If ``optimizer`` has neither a ``gamma`` attribute nor param groups that
-            carry ``"gamma"`` (a plain Adam: gamma scheduling needs the balanced optimiser).
-    """
-    if optimizer is None:
-        return None
-    if hasattr(optimizer, "gamma"):
-        return functools.partial(setattr, optimizer, "gamma")
-    groups = getattr(optimizer, "param_groups", None)
-    if groups is not None and len(groups) > 0 and all("gamma" in g for g in groups):
-
-        def set_groups(value: Any, _groups: Any = groups) -> None:
-            for group in _groups:
-                group["gamma"] = value
-
-        return set_groups
-    raise ConfigError(
-        f"{type(optimizer).__name__} has no gamma to schedule (neither a 'gamma' attribute nor "
-        "param groups with a 'gamma' key); gamma schedules need the balanced optimiser "
-        "(--use_balanced)"
-    )
 
 
 class AdaptiveGammaScheduler:
@@ -143,67 +106,9 @@ class AdaptiveGammaScheduler:
         total_epochs: int = 3000,
         **kwargs: Any,
     ) -> None:
-        if strategy not in STRATEGIES:
-            raise ConfigError(
-                f"unknown gamma strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}"
-            )
-        unknown = sorted(set(kwargs) - _KWARGS)
-        if unknown:
-            raise ConfigError(
-                f"unknown gamma schedule argument(s) {', '.join(unknown)}; "
-                f"expected {', '.join(sorted(_KWARGS))}"
-            )
-        if isinstance(total_epochs, bool) or not isinstance(total_epochs, numbers.Integral):
-            if _is_real(total_epochs) and float(total_epochs).is_integer():
-                total_epochs = int(total_epochs)
-            else:
-                raise ConfigError(f"total_epochs must be a positive integer, got {total_epochs!r}")
-        if total_epochs <= 0:
-            raise ConfigError(f"total_epochs must be a positive integer, got {total_epochs!r}")
-        g0 = _positive_gamma("initial_gamma", initial_gamma)
-        if final_gamma is None:
-            if strategy in _USES_FINAL:
-                raise ConfigError(
-                    f"the {strategy} gamma strategy needs final_gamma (--gamma_final)"
-                )
-            gf = None
-        else:
-            gf = _positive_gamma("final_gamma", final_gamma)
-            if strategy in _USES_FINAL and gf > g0:
-                raise ConfigError(
-                    f"final_gamma ({gf:g}) must not exceed initial_gamma ({g0:g}) for the "
-                    f"{strategy} strategy, which only decays gamma; lower --gamma_final"
-                )
-
-        step_epochs = kwargs.get("step_epochs")
-        if step_epochs is None:
-            step_epochs = DEFAULT_STEP_EPOCHS
-        if isinstance(step_epochs, (str, bytes)) or not isinstance(step_epochs, Sequence):
-            raise ConfigError(f"step_epochs must be a list of epochs, got {step_epochs!r}")
-        for e in step_epochs:
-            if not _is_real(e) or not math.isfinite(e) or e < 0:
-                raise ConfigError(
-                    f"step_epochs must be non-negative epochs, got {list(step_epochs)!r}"
-                )
-        gamma_decay = kwargs.get("gamma_decay")
-        if gamma_decay is None:
-            gamma_decay = DEFAULT_GAMMA_DECAY
-        if not _is_real(gamma_decay) or not 0 < gamma_decay <= 1:
-            raise ConfigError(f"gamma_decay must be in (0, 1], got {gamma_decay!r}")
-        window_size = kwargs.get("window_size")
-        if window_size is None:
-            window_size = DEFAULT_WINDOW_SIZE
-        if (
-            isinstance(window_size, bool)
-            or not isinstance(window_size, numbers.Integral)
-            or window_size < 1
-        ):
-            raise ConfigError(f"window_size must be a positive integer, got {window_size!r}")
-        threshold = kwargs.get("threshold")
-        if threshold is None:
-            threshold = DEFAULT_THRESHOLD
-        if not _is_real(threshold) or not math.isfinite(threshold):
-            raise ConfigError(f"threshold must be a finite number, got {threshold!r}")
+        g0, gf, total_epochs, step_epochs, gamma_decay, window_size, threshold = _check_settings(
+            strategy, initial_gamma, final_gamma, total_epochs, kwargs
+        )
 
         self.optimizer = optimizer
         self.strategy: str = strategy
@@ -505,212 +410,7 @@ class HPCMGammaScheduler(AdaptiveGammaScheduler):
         )
 
 
-class MultiScaleGammaScheduler:
-    """One gamma schedule per task group, handed to the optimiser as one gamma per task.
-
-    With hierarchical tasks (say distortion plus the rates of ``z``, ``s1``, ``s2``, ``s3``)
-    the balanced optimiser accepts ``gamma`` as a sequence with one decay per task logit. This
-    scheduler keeps one :class:`AdaptiveGammaScheduler` per named group and, on each
-    :meth:`step`, sets ``optimizer.gamma = [gamma of task 0's group, gamma of task 1's group,
-    ...]``.
-
-    Example:
-        >>> s = MultiScaleGammaScheduler(
-        ...     opt,
-        ...     task_groups=["distortion", "z", "s1", "s2", "s3"],
-        ...     group_configs={"s1": {"initial_gamma": 0.008}, "s3": {"strategy": "hpcm"}},
-        ...     default={"strategy": "cosine", "initial_gamma": 0.006,
-        ...              "final_gamma": 0.001, "total_epochs": 3000},
-        ... )
-        >>> s.step(0)   # -> [0.006, 0.006, 0.008, 0.006, 0.006]
-
-    Args:
-        optimizer: An object with a writable ``gamma`` attribute, a torch optimiser whose param
-            groups carry ``"gamma"``, or ``None``.
-        group_configs: Group name -> keyword arguments of :class:`AdaptiveGammaScheduler`
-            (``strategy``, ``initial_gamma``, ``final_gamma``, ``total_epochs`` and strategy
-            parameters), laid over ``default``.
-        task_groups: The group of each task, in the optimiser's task order (its length is the
-            number of tasks ``k``). A group may cover several tasks.
-        default: Settings shared by all groups (the "one config"); a group's own entries win.
-
-    Raises:
-        ConfigError: If ``task_groups`` is empty, ``group_configs`` names a group that no task
-            uses, or any group's schedule is invalid.
-    """
-
-    def __init__(
-        self,
-        optimizer: Any,
-        group_configs: Mapping[str, Mapping[str, Any]],
-        task_groups: Sequence[str],
-        default: Mapping[str, Any] | None = None,
-    ) -> None:
-        if isinstance(task_groups, str) or len(task_groups) == 0:
-            raise ConfigError(
-                f"task_groups must be a non-empty list of group names, got {task_groups!r}"
-            )
-        unused = sorted(set(group_configs) - set(task_groups))
-        if unused:
-            raise ConfigError(
-                f"gamma group(s) {', '.join(map(str, unused))} match no task; "
-                f"task groups are {', '.join(dict.fromkeys(task_groups))}"
-            )
-        base = dict(default or {})
-        self.task_groups: tuple[str, ...] = tuple(task_groups)
-        self.schedulers: dict[str, AdaptiveGammaScheduler] = {}
-        for name in dict.fromkeys(task_groups):
-            cfg = {**base, **dict(group_configs.get(name, {}))}
-            if "optimizer" in cfg:
-                raise ConfigError(f"gamma group {name!r}: 'optimizer' is not a schedule setting")
-            try:
-                self.schedulers[name] = AdaptiveGammaScheduler(None, **cfg)
-            except ConfigError as exc:
-                raise ConfigError(f"gamma group {name!r}: {exc}") from exc
-            except TypeError as exc:
-                raise ConfigError(f"gamma group {name!r}: {exc}") from exc
-        self.optimizer = optimizer
-        self._order = [self.schedulers[name] for name in self.task_groups]
-        self._unique = list(self.schedulers.values())
-        self._set = _make_setter(optimizer)
-
-    def step(
-        self,
-        epoch: int,
-        current_loss: float | None = None,
-        group_losses: Mapping[str, float] | None = None,
-    ) -> list[float]:
-        """Step every group's schedule and write the per-task gammas into the optimiser.
-
-        Args:
-            epoch: The epoch, within every group's ``0..total_epochs``.
-            current_loss: The loss given to adaptive groups without their own entry in
-                ``group_losses``.
-            group_losses: Optional per-group losses (say each scale's rate term) for adaptive
-                groups.
-
-        Returns:
-            A new list with one gamma per task, in ``task_groups`` order.
-
-        Raises:
-            ValueError: If ``epoch`` is out of range for a group, or an adaptive group has no
-                loss.
-        """
-        if group_losses is None:
-            for sched in self._unique:
-                sched.step(epoch, current_loss)
-        else:
-            for name, sched in self.schedulers.items():
-                sched.step(epoch, group_losses.get(name, current_loss))
-        gammas = [s._gamma for s in self._order]
-        if self._set is not None:
-            self._set(gammas)
-        return gammas
-
-    @property
-    def gamma(self) -> list[float]:
-        """The current per-task gammas (a new list)."""
-        return [s.gamma for s in self._order]
-
-    @property
-    def group_gammas(self) -> dict[str, float]:
-        """The current gamma of each group."""
-        return {name: s.gamma for name, s in self.schedulers.items()}
-
-    def state_dict(self) -> dict[str, Any]:
-        """Return each group's scheduler state, keyed by group name."""
-        return {
-            "version": _STATE_VERSION,
-            "task_groups": list(self.task_groups),
-            "groups": {name: s.state_dict() for name, s in self.schedulers.items()},
-        }
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore every group's state saved by :meth:`state_dict`.
-
-        Raises:
-            CheckpointError: If ``state`` is malformed or its groups differ from this
-                scheduler's.
-        """
-        try:
-            groups = state["groups"]
-            saved = set(groups)
-        except (KeyError, TypeError) as exc:
-            raise CheckpointError(
-                f"multi-scale gamma scheduler state is malformed ({exc!r})"
-            ) from exc
-        if saved != set(self.schedulers):
-            raise CheckpointError(
-                f"checkpoint's gamma groups {sorted(saved)} differ from this run's "
-                f"{sorted(self.schedulers)}; resume with the same task groups"
-            )
-        for name, sched in self.schedulers.items():
-            sched.load_state_dict(groups[name])
-        if self._set is not None:
-            self._set(self.gamma)
-
-
-def build_gamma_scheduler(
-    optimizer: Any,
-    strategy: str,
-    initial_gamma: float,
-    final_gamma: float | None,
-    total_epochs: int,
-    *,
-    step_epochs: Sequence[float] | None = None,
-    gamma_decay: float | None = None,
-    window_size: int | None = None,
-    threshold: float | None = None,
-) -> AdaptiveGammaScheduler:
-    """Build the scheduler for ``strategy`` (:class:`HPCMGammaScheduler` for ``hpcm``).
-
-    ``None`` strategy parameters take their defaults.
-
-    Raises:
-        ConfigError: For any invalid setting (see :class:`AdaptiveGammaScheduler`).
-    """
-    kwargs = {
-        "step_epochs": step_epochs,
-        "gamma_decay": gamma_decay,
-        "window_size": window_size,
-        "threshold": threshold,
-    }
-    if strategy == "hpcm":
-        return HPCMGammaScheduler(
-            optimizer,
-            total_epochs=total_epochs,
-            initial_gamma=initial_gamma,
-            final_gamma=final_gamma,
-            **kwargs,
-        )
-    return AdaptiveGammaScheduler(
-        optimizer,
-        strategy=strategy,
-        initial_gamma=initial_gamma,
-        final_gamma=final_gamma,
-        total_epochs=total_epochs,
-        **kwargs,
-    )
-
-
-def gamma_scheduler_from_args(optimizer: Any, args: Any) -> AdaptiveGammaScheduler:
-    """Build the scheduler from training flags, as the guide's ``train.py`` does.
-
-    Reads ``args.gamma_strategy``, ``args.gamma``, ``args.gamma_final``, ``args.epochs`` and,
-    when present, ``args.step_epochs``, ``args.gamma_decay``, ``args.adaptive_window`` and
-    ``args.adaptive_threshold`` (missing or ``None``: the defaults).
-
-    Raises:
-        ConfigError: For any invalid setting.
-    """
-    return build_gamma_scheduler(
-        optimizer,
-        strategy=args.gamma_strategy,
-        initial_gamma=args.gamma,
-        final_gamma=getattr(args, "gamma_final", None),
-        total_epochs=args.epochs,
-        step_epochs=getattr(args, "step_epochs", None),
-        gamma_decay=getattr(args, "gamma_decay", None),
-        window_size=getattr(args, "adaptive_window", None),
-        threshold=getattr(args, "adaptive_threshold", None),
-    )
+# Defined in their own modules (which import this one), re-exported so that
+# ``from lictrain.schedules.gamma import ...`` keeps working.
+from lictrain.schedules.gamma_builders import build_gamma_scheduler, gamma_scheduler_from_args  # noqa: E402
+from lictrain.schedules.multiscale import MultiScaleGammaScheduler  # noqa: E402

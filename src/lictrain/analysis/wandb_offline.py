@@ -1,0 +1,361 @@
+"""Read a W&B offline run log (``offline-run-<time>-<id>/run-<id>.wandb``).
+
+The framing is read by :mod:`lictrain.analysis.wandb_log`; each record is one
+``wandb.proto.wandb_internal_pb2.Record`` -- wandb's own protobuf definition, which we use to
+decode it. Only the records that matter (run, config, summary, exit) are decoded, located by
+peeking at each record's field tags; history rows are skipped unless asked for. Summary values
+stay raw bytes until the last update of each key is known. Re-exported by
+:mod:`lictrain.analysis.readers`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from itertools import chain
+from pathlib import Path
+from typing import Any, Iterable
+
+from lictrain.analysis.run_data import (_RUN_DIR_RE, CorruptRunError, RunData, _clean_summary, _PartialRun,
+                                        flatten)
+from lictrain.analysis.wandb_log import CONFIG, EXIT, HISTORY, RUN, SUMMARY, _split_log, _varint
+from lictrain.errors import DataError
+
+__all__ = ["read_wandb_offline"]
+
+_pb: Any = None
+
+
+def _proto() -> Any:
+    """wandb's protobuf module (imported on first use: importing wandb takes ~1 s)."""
+    global _pb
+    if _pb is None:
+        os.environ.setdefault("WANDB_SILENT", "true")
+        from wandb.proto import wandb_internal_pb2
+
+        numbers = {f.name: f.number for f in wandb_internal_pb2.Record.DESCRIPTOR.fields}
+        expected = {"history": HISTORY, "summary": SUMMARY, "config": CONFIG, "run": RUN, "exit": EXIT}
+        if any(numbers.get(k) != v for k, v in expected.items()):  # pragma: no cover - future wandb
+            raise DataError(f"this wandb version's Record layout is unknown to lictrain: {numbers}")
+        _pb = wandb_internal_pb2
+    return _pb
+
+
+def _json(text: str) -> Any:
+    """Decode a ``value_json``; numbers take the fast path (``int``/``float`` parse JSON numbers,
+    ``NaN`` and ``Infinity`` alike), anything else goes through :func:`json.loads`."""
+    if text.isdigit() or (text[:1] == "-" and text[1:].isdigit()):
+        return int(text)
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _apply_items(target: dict[str, Any], items: Iterable[Any]) -> None:
+    """Apply ConfigItem/SummaryItem updates (``key`` or ``nested_key`` path) to ``target``."""
+    for item in items:
+        path = list(item.nested_key) or [item.key]
+        value = _json(item.value_json)
+        if len(path) == 1:
+            target[path[0]] = value
+            continue
+        node = target
+        for part in path[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        node[path[-1]] = value
+
+
+def _remove_items(target: dict[str, Any], items: Iterable[Any]) -> None:
+    for item in items:
+        path = list(item.nested_key) or [item.key]
+        node = target
+        for part in path[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(path[-1], None)
+
+
+# A SummaryItem as wandb-core writes it: ``update { key|nested_key...: K  value_json: V }`` with
+# every length below 128 and no control byte in keys or JSON values. Records that match this
+# shape exactly (checked with a full match) are folded with two C-level regex passes; any other
+# record (longer values, removals, odd keys) takes the exact path through wandb's protobufs.
+_KEY_PART = rb"[\x0a\x12][\x00-\x7f][^\x00-\x1f\x82]*"
+_VALUE_PART = rb"\x82\x01[\x00-\x7f]"
+# one key part only: a path of several parts (``nested_key: "a" nested_key: "b"``) breaks the
+# coverage check below and takes the exact path (W&B writes those only for its own ``_wandb.*``).
+_ITEM_RE = re.compile(rb"\x0a[\x00-\x7f](" + _KEY_PART + rb")" + _VALUE_PART + rb"([^\x00-\x1f]*)")
+_RUNTIME_KEY = b"\x12\x06_wandb\x12\x07runtime"
+_RUNTIME_ALIAS = b"\x0a\x08_runtime\x82\x01"
+
+
+def _fast_items(body: bytes) -> list[tuple[bytes, bytes]] | None:
+    """All (key part, value_json) pairs of concatenated Summary/ConfigRecord bodies, in order, or
+    ``None`` when any byte falls outside the fast shape (then decode with protobuf).
+
+    The matches are disjoint and in order, and every item has exactly 5 bytes outside its two
+    groups (item tag + length, value tag + length), so the body is fully covered -- nothing
+    skipped -- exactly when the lengths add up.
+    """
+    items = _ITEM_RE.findall(body)
+    if len(body) != 5 * len(items) + sum(map(len, chain.from_iterable(items))):
+        return None
+    return items
+
+
+#: the key part of every item, anchored on the item's tag (no value captured: cheaper)
+_KEY_RE = re.compile(rb"\x0a[\x00-\x7f](" + _KEY_PART + rb")\x82\x01")
+#: summary records folded in full at the end of a log; the ones before are only checked for new keys
+TAIL_RECORDS = 3
+
+
+def _tail_items(bodies: list[bytes]) -> list[tuple[bytes, bytes]] | None:
+    """The folded summary from the last :data:`TAIL_RECORDS` records alone, when that is exact.
+
+    It is exact when every earlier record only updates keys the tail updates again (a training
+    run logs the same metrics each epoch): then the tail holds each key's last value. The check
+    finds every earlier item's key without decoding values, and counts them against the value
+    tags (``\x82\x01``, which no key or JSON value of the fast shape contains) so no item is
+    missed. Returns ``None`` (fold everything) otherwise.
+    """
+    if len(bodies) <= TAIL_RECORDS:
+        return None
+    tail = _fast_items(b"".join(bodies[-TAIL_RECORDS:]))
+    if tail is None:
+        return None
+    head = b"".join(bodies[:-TAIL_RECORDS])
+    keys = _KEY_RE.findall(head)
+    if len(keys) != head.count(b"\x82\x01") or not {region for region, _ in tail}.issuperset(keys):
+        return None
+    return tail
+
+
+def _region(path: list[str], keyed: bool) -> bytes:
+    """The wire bytes of a SummaryItem's key part (``key`` or ``nested_key`` fields)."""
+    tag = b"\x0a" if keyed else b"\x12"
+    out = b""
+    for part in path:
+        raw = part.encode()
+        out += tag + _encode_varint(len(raw)) + raw
+    return out
+
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+_PATHS: dict[bytes, tuple[str, ...]] = {}
+_VALUES: dict[bytes, Any] = {}
+_MISS = object()
+_CACHE_LIMIT = 200_000
+
+
+def _path_of(region: bytes) -> tuple[str, ...]:
+    path = _PATHS.get(region)
+    if path is None:
+        if len(_PATHS) > _CACHE_LIMIT:
+            _PATHS.clear()
+        path = _PATHS[region] = _region_path(region)
+    return path
+
+
+def _value_of(value: bytes) -> Any:
+    """Decoded ``value_json``, memoised (config values repeat across runs). Lists and dicts are
+    not cached: they are mutable."""
+    hit = _VALUES.get(value, _MISS)
+    if hit is not _MISS:
+        return hit
+    decoded = _json(value.decode("utf-8", "replace"))
+    if decoded is None or isinstance(decoded, (int, float, str, bool)):
+        if len(_VALUES) > _CACHE_LIMIT:
+            _VALUES.clear()
+        _VALUES[value] = decoded
+    return decoded
+
+
+def _region_path(region: bytes) -> tuple[str, ...]:
+    parts, pos = [], 0
+    while pos < len(region):
+        length, pos = _varint(region, pos + 1)
+        parts.append(region[pos:pos + length].decode("utf-8", "replace"))
+        pos += length
+    return tuple(parts)
+
+
+def read_wandb_offline(path: str | os.PathLike[str], history: bool = False, exact: bool = False) -> RunData:
+    """Read one ``run-<id>.wandb`` log: config, summary (last value of each key), exit code.
+
+    Only the run, config, summary and exit records are decoded (and their checksums checked);
+    the others are skipped by their tag.
+
+    Args:
+        path: The ``.wandb`` file.
+        history: Also decode every history row into :attr:`RunData.history`.
+        exact: Decode every summary record with wandb's protobuf classes (slower; the fast path
+            gives the same result, which the tests check).
+
+    Raises:
+        CorruptRunError: When the file is not a W&B log or holds no run record.
+        _PartialRun: When a record part-way is corrupt: carries the run read up to it.
+    """
+    name = os.fspath(path)
+    try:
+        with open(name, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        raise CorruptRunError(f"{name}: cannot read ({exc.strerror})") from exc
+    pb = _proto()
+    summaries: list[bytes] = []
+    configs: list[bytes] = []
+    runs: list[bytes] = []
+    exits: list[bytes] = []
+    histories: list[bytes] | None = [] if history else None
+    damage: CorruptRunError | None = None
+    try:
+        _split_log(data, name, summaries, configs, runs, exits, histories)
+    except CorruptRunError as exc:
+        damage = exc
+    if not runs:
+        raise damage or CorruptRunError(f"{name}: no run record (not a W&B run log?)")
+    config: dict[str, Any] = {}
+    raw: dict[bytes, bytes] = {}
+    run_id = display = None
+    exit_code = None
+    rows: list[dict[str, Any]] | None = None
+    try:
+        for body in runs:
+            msg = pb.RunRecord.FromString(body)
+            run_id = msg.run_id or run_id
+            display = msg.display_name or display
+            found = None if exact else _fast_items(msg.config.SerializeToString())  # same item layout
+            if found is not None:
+                _set_paths(config, _decode_raw(dict(found)))
+            else:
+                _apply_items(config, msg.config.update)
+            _fold_exact(raw, msg.summary)
+        for body in configs:
+            msg = pb.ConfigRecord.FromString(body)
+            _apply_items(config, msg.update)
+            _remove_items(config, msg.remove)
+        fast = not exact
+        if fast:  # drop ``_wandb.runtime`` + ``_runtime``-only records: W&B's own clock, dropped anyway
+            summaries = [b for b in summaries
+                         if not (b[2:19] == _RUNTIME_KEY and b.count(b"\x82\x01") == 2 and _RUNTIME_ALIAS in b)]
+        items = (_tail_items(summaries) or _fast_items(b"".join(summaries))) if fast else None
+        if items is not None:
+            raw.update(items)
+        else:
+            for body in summaries:
+                found = _fast_items(body) if fast else None
+                if found is not None:
+                    raw.update(found)
+                else:
+                    _fold_exact(raw, pb.SummaryRecord.FromString(body))
+        for body in exits:
+            exit_code = pb.RunExitRecord.FromString(body).exit_code
+        if histories is not None:
+            rows = []
+            for body in histories:
+                row: dict[str, Any] = {}
+                _apply_items(row, pb.HistoryRecord.FromString(body).item)
+                rows.append(row)
+    except Exception as exc:  # a protobuf DecodeError
+        damage = damage or CorruptRunError(f"{name}: undecodable record ({type(exc).__name__}: {exc})")
+    summary = _decode_summary(raw, summaries)
+    parent = os.path.dirname(name)
+    match = _RUN_DIR_RE.match(os.path.basename(parent))
+    config.pop("_wandb", None)
+    run = RunData(run_id=run_id or (match.group(2) if match else None), path=Path(parent), source="wandb-offline",
+                  config=flatten(config), summary=_clean_summary(summary), name=display, exit_code=exit_code,
+                  history=rows, started=match.group(1) if match else None)
+    run.state, run.status = _wandb_state(exit_code)
+    if damage is not None:
+        run.status = f"{run.status}; {damage}"
+        raise _PartialRun(run, damage)
+    return run
+
+
+def _fold_exact(raw: dict[bytes, bytes], msg: Any) -> None:
+    """Fold a decoded SummaryRecord into ``raw`` (key part wire bytes -> value_json bytes)."""
+    for item in msg.update:
+        nested = list(item.nested_key)
+        for keyed in (True, False):  # one key, two spellings: drop the other so order holds
+            raw.pop(_region(nested or [item.key], keyed), None)
+        raw[_region(nested or [item.key], not nested)] = item.value_json.encode()
+    for item in msg.remove:
+        for keyed in (True, False):
+            raw.pop(_region(list(item.nested_key) or [item.key], keyed), None)
+
+
+def _decode_raw(raw: dict[bytes, bytes]) -> dict[tuple[str, ...], Any]:
+    out: dict[tuple[str, ...], Any] = {}
+    paths, values = _PATHS, _VALUES
+    for region, value in raw.items():
+        path = paths.get(region)
+        decoded = values.get(value, _MISS)
+        out[path if path is not None else _path_of(region)] = decoded if decoded is not _MISS else _value_of(value)
+    return out
+
+
+def _set_paths(target: dict[str, Any], values: dict[tuple[str, ...], Any]) -> None:
+    for parts, value in values.items():
+        node = target
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        node[parts[-1]] = value
+
+
+def _decode_summary(raw: dict[bytes, bytes], bodies: list[bytes]) -> dict[str, Any]:
+    """Turn the folded wire-level summary into a nested dict of decoded JSON values.
+
+    A key written in both spellings (``key`` and a one-element ``nested_key``) by records on
+    the fast path keeps the value of whichever record wrote it last.
+    """
+    paths: dict[tuple[str, ...], list[bytes]] = {}
+    for region in raw:
+        paths.setdefault(_path_of(region), []).append(region)
+    out: dict[str, Any] = {}
+    for parts, regions in paths.items():
+        if len(regions) == 1:
+            value = raw[regions[0]]
+        else:  # rare: find the last record that wrote any spelling of this key
+            value = raw[regions[0]]
+            for body in reversed(bodies):
+                hit = next((v for r, v in reversed(_ITEM_RE.findall(body)) if r in regions), None)
+                if hit is not None:
+                    value = hit
+                    break
+        node = out
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        node[parts[-1]] = _value_of(value)
+    return out
+
+
+def _wandb_state(exit_code: int | None) -> tuple[str, str]:
+    if exit_code is None:
+        return "running", "running (no exit record)"
+    if exit_code == 0:
+        return "finished", "finished"
+    if exit_code == 130:
+        return "stopped", "interrupted (exit code 130)"
+    return "failed", f"failed (exit code {exit_code})"
