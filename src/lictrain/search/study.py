@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -174,6 +175,32 @@ def spent_trials(study: Any) -> int:
     superseded = _superseded(trials)
     counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
     return sum(1 for t in trials if t.state in counted or (t.state == TrialState.FAIL and t.number not in superseded))
+
+
+def _wait_for_other_workers(study: Any, settings: StudySettings) -> int:
+    """Before a worker leaves: wait while other workers' trials run; return trials left to run.
+
+    A worker killed mid-trial leaves a RUNNING trial that only its stale heartbeat reveals (after
+    the grace period). Were every surviving worker to leave as soon as the count is reached, that
+    trial would stay failed and the study one trial short. So a worker stays until no trial is
+    running; when a dead worker's trial goes stale it is failed and re-queued here, and this
+    worker runs the retry.
+    """
+    import warnings
+
+    import optuna
+    from optuna.trial import TrialState
+
+    while True:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        remaining = settings.n_trials - spent_trials(study)
+        if remaining > 0:
+            return remaining
+        if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            return 0
+        time.sleep(min(settings.heartbeat, 5))
 
 
 def requeue_interrupted(study: Any, max_retries: int | None) -> list[int]:
@@ -337,8 +364,10 @@ def _run_optuna(base: TrainConfig, space: dict[str, ParamSpec], settings: StudyS
             study.stop()  # other workers filled the study
 
     try:
-        study.optimize(objective, n_trials=remaining, callbacks=[after_trial], catch=(TrialFailed,),
-                       gc_after_trial=True)
+        while remaining > 0:
+            study.optimize(objective, n_trials=remaining, callbacks=[after_trial], catch=(TrialFailed,),
+                           gc_after_trial=True)
+            remaining = _wait_for_other_workers(study, settings)
     except KeyboardInterrupt:
         summary.interrupted = True
         log.warning("sweep interrupted: run the same command again to resume (the interrupted trial continues "
