@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable, Iterable
@@ -96,7 +95,3 @@ def format_summary(epoch: int, epochs: int, train: EpochStats, test: EpochStats,
         parts.append(f"skipped {train.skipped}")
     parts.append(f"| {seconds:.1f}s")
     return " ".join(parts)
-
-
-def elapsed(start: float) -> float:
-    return time.perf_counter() - start
