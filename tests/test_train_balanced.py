@@ -78,3 +78,22 @@ def test_resume_with_more_epochs_follows_the_new_lr_schedule(image_folder: Path,
     train(image_folder, tmp_path / "b", "--epochs", "2")  # E=2: the LR drops at epoch 2
     assert main(["train", "--resume", str(tmp_path / "b"), "--epochs", "4", "--wandb-mode", "disabled"]) == 0
     assert [m["lr"] for m in read_metrics(tmp_path / "b")] == pytest.approx([1e-4] * 4)
+
+
+def test_per_scale_gamma_schedules(image_folder: Path, tmp_path: Path) -> None:
+    metrics = train(image_folder, tmp_path / "run", "--epochs", "2", "--use_balanced", "--balanced-tasks", "hierarchical",
+                    "--adaptive_gamma", "--gamma_strategy", "cosine", "--gamma", "0.006", "--gamma_final", "0.001",
+                    "--gamma-scale", "s1=0.008", "s3=0.002")
+    first, second = metrics
+    assert first["gamma/rate/s1"] == pytest.approx(0.008) and first["gamma/rate/s3"] == pytest.approx(0.002)
+    assert first["gamma/rate/z"] == pytest.approx(0.006) and first["gamma/distortion"] == pytest.approx(0.006)
+    # cosine over T=2 epochs, each scale from its own start to the shared final gamma: halfway at epoch 1
+    assert second["gamma/rate/s1"] == pytest.approx(0.001 + 0.5 * 0.007)
+    assert second["gamma/rate/s3"] == pytest.approx(0.001 + 0.5 * 0.001)
+    assert second["gamma/rate/s2"] == pytest.approx(0.001 + 0.5 * 0.005)
+
+
+def test_per_scale_gamma_needs_hierarchical_tasks(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    code = main(["train", "--use_balanced", "--adaptive_gamma", "--gamma-scale", "s1=0.008", "--save_path",
+                 str(tmp_path / "r"), "--wandb-mode", "disabled"])
+    assert code == 2 and "needs --adaptive_gamma and --balanced-tasks hierarchical" in capsys.readouterr().err

@@ -58,6 +58,7 @@ class TrainConfig:
     gamma_decay: float = 0.5
     adaptive_window: int = 50
     adaptive_threshold: float = 0.01
+    gamma_scales: dict[str, float] | None = None
     # run records and checkpoints
     save_path: str | None = None
     wandb_mode: str = "offline"
@@ -96,6 +97,13 @@ class TrainConfig:
         _choice(self, "gamma_strategy", GAMMA_STRATEGIES)
         if self.adaptive_gamma and not self.use_balanced:
             raise ConfigError("--adaptive_gamma schedules the balanced optimiser's gamma; add --use_balanced")
+        if self.gamma_scales is not None:
+            if not (self.adaptive_gamma and self.balanced_tasks == "hierarchical"):
+                raise ConfigError("--gamma-scale sets a schedule per coding scale; it needs --adaptive_gamma and "
+                                  "--balanced-tasks hierarchical")
+            bad = {k: v for k, v in self.gamma_scales.items() if not (math.isfinite(v) and v > 0)}
+            if bad:
+                raise ConfigError(f"--gamma-scale values must be positive numbers, got {bad}")
         if any(e < 0 for e in self.step_epochs):
             raise ConfigError(f"--step_epochs must be non-negative epochs, got {self.step_epochs}")
         if self.resume and self.pretrained:

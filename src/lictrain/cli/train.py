@@ -78,6 +78,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     add_flag(g, "gamma_decay", type=float, help="decay factor of the step/adaptive strategies (default 0.5)")
     add_flag(g, "adaptive_window", type=int, help="epochs of the adaptive strategy's window (default 50)")
     add_flag(g, "adaptive_threshold", type=float, help="relative improvement below which gamma is cut (default 0.01)")
+    add_flag(g, "gamma_scale", dest="gamma_scales", nargs="+", type=_scale_gamma, metavar="SCALE=GAMMA",
+             help="per-scale schedules (with --balanced-tasks hierarchical): the initial gamma of a scale's rate "
+                  "task, e.g. s1=0.008 s3=0.002 (also z, distortion); other tasks use --gamma")
 
     g = p.add_argument_group("run records and checkpoints")
     add_flag(g, "save_path", "-o", metavar="DIR", help="run directory (default ./outputs/<model>-<lambda>-<time>)")
@@ -92,9 +95,21 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
              help="skip the closing evaluation (real bitstreams vs JPEG on the test photos)")
 
 
+def _scale_gamma(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    try:
+        if not sep or not name:
+            raise ValueError
+        return name.strip(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected SCALE=GAMMA such as s1=0.008, got {text!r}") from None
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Explicit flags over defaults; on ``--resume``, over the checkpoint's saved config."""
     given: dict[str, Any] = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    if "gamma_scales" in given:
+        given["gamma_scales"] = dict(given["gamma_scales"])
     if given.get("clip_max_norm") == 0:
         given["clip_max_norm"] = None
     if "resume" in given:

@@ -22,6 +22,7 @@ from lictrain.errors import ConfigError
 from lictrain.losses import RateDistortionLoss, RDTerms
 from lictrain.optim.balanced import BalancedOptimizer
 from lictrain.schedules.gamma import gamma_scheduler_from_args
+from lictrain.schedules.multiscale import MultiScaleGammaScheduler
 from lictrain.training.distributed import DistInfo, all_reduce_mean, globally_valued
 from lictrain.training.optimizers import aux_loss_of
 from lictrain.training.steps import StepOutcome, all_finite, outcome_from_terms
@@ -42,6 +43,28 @@ def task_names(model: torch.nn.Module, criterion: RateDistortionLoss, tasks: str
         rates = criterion(model(x), x).rates
     model.train(was_training)
     return ["distortion", *(f"rate/{name}" for name in rates)]
+
+
+def build_gamma_schedule(optimizer: BalancedOptimizer, cfg: TrainConfig, names: list[str]) -> Any:
+    """One schedule for all tasks, or with ``--gamma-scale`` one per task (the guide's multi-scale gamma).
+
+    Per scale, every task follows ``--gamma_strategy`` from one shared config; a scale named in
+    ``--gamma-scale`` starts from its own gamma. Groups are named after the tasks: ``distortion``
+    and the rate scales (``z``, ``s1``, ``s2``, ``s3`` for HPCM).
+    """
+    if not cfg.gamma_scales:
+        return gamma_scheduler_from_args(optimizer, cfg)
+    groups = [name.removeprefix("rate/") for name in names]
+    default = {"strategy": cfg.gamma_strategy, "initial_gamma": cfg.gamma, "final_gamma": cfg.gamma_final,
+               "total_epochs": cfg.epochs, "step_epochs": cfg.step_epochs, "gamma_decay": cfg.gamma_decay,
+               "window_size": cfg.adaptive_window, "threshold": cfg.adaptive_threshold}
+    overrides = {name: {"initial_gamma": gamma} for name, gamma in cfg.gamma_scales.items()}
+    unknown = sorted(set(overrides) - set(groups))
+    if unknown:
+        raise ConfigError(f"--gamma-scale names {', '.join(unknown)}, but this model's tasks are {', '.join(groups)}")
+    schedule = MultiScaleGammaScheduler(optimizer, overrides, groups, default=default)
+    optimizer.gamma = [overrides.get(g, {}).get("initial_gamma", cfg.gamma) for g in groups]
+    return schedule
 
 
 class BalancedStrategy:
@@ -68,7 +91,7 @@ class BalancedStrategy:
             cautious=cfg.cautious, max_grad_norm=cfg.clip_max_norm, method=cfg.balanced_method,
             balanced_update=cfg.balanced_update,
         )
-        self.gamma_scheduler = gamma_scheduler_from_args(self.optimizer, cfg) if cfg.adaptive_gamma else None
+        self.gamma_scheduler = build_gamma_schedule(self.optimizer, cfg, self.task_names) if cfg.adaptive_gamma else None
         self._epoch_gamma: Any = self.optimizer.gamma
 
     # -- per batch ------------------------------------------------------------------------
