@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from lictrain.checkpoint.manager import _atomic_write, load_checkpoint, resolve_checkpoint
+from lictrain.checkpoint.weights import model_state_of
 from lictrain.errors import CheckpointError
 
 __all__ = ["export_safetensors"]
@@ -42,16 +43,7 @@ def export_safetensors(
 
     src = resolve_checkpoint(ckpt_path)
     ckpt = load_checkpoint(src, map_location="cpu")
-    if "model_state" in ckpt:
-        state = ckpt["model_state"]
-    elif ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
-        state = ckpt  # a bare state_dict
-    else:
-        raise CheckpointError(
-            f"{src} holds no 'model_state'; pass a lictrain checkpoint or a saved state_dict"
-        )
-    if not isinstance(state, dict):
-        raise CheckpointError(f"'model_state' in {src} is a {type(state).__name__}, not a dict")
+    state = model_state_of(ckpt, src, "a lictrain checkpoint or a saved state_dict")
     tensors: dict[str, torch.Tensor] = {}
     skipped = []
     for k, v in state.items():

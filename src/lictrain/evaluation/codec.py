@@ -27,7 +27,6 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -110,32 +109,6 @@ def resolve_device(name: str | torch.device) -> torch.device:
 # --------------------------------------------------------------------------- loading
 
 
-def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], Path]:
-    """(state_dict, checkpoint dict, file read) from a checkpoint, run directory or safetensors file."""
-    if path.suffix == ".safetensors":
-        if not path.is_file():
-            raise CheckpointError(f"weights file {path} does not exist; pass an existing .safetensors file")
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path), device="cpu"), {}, path
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); export it again with lictrain export") from exc
-    from lictrain.checkpoint import load_checkpoint, resolve_checkpoint
-
-    file = resolve_checkpoint(path)  # a run directory stands for its latest checkpoint
-    ckpt = load_checkpoint(file, map_location="cpu")
-    if "model_state" in ckpt:
-        state = ckpt["model_state"]
-        if not isinstance(state, dict):
-            raise CheckpointError(f"'model_state' in {path} is a {type(state).__name__}, not a state dict")
-        return state, ckpt, file
-    if ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
-        return ckpt, {}, file  # a bare state_dict saved with torch.save
-    raise CheckpointError(f"{path} holds no 'model_state'; pass a lictrain checkpoint, a state_dict or a .safetensors file")
-
-
 def load_codec(
     checkpoint_path: str | os.PathLike[str],
     device: str | torch.device = "cpu",
@@ -159,11 +132,12 @@ def load_codec(
         CheckpointError: missing, corrupt or unsafe file, or weights that do not fit the model.
         ConfigError: model/quality missing or contradicting the checkpoint; unknown model; bad device.
     """
+    from lictrain.checkpoint.weights import read_weights
     from lictrain.models import build_model, get_spec
 
     path = Path(checkpoint_path).expanduser()
     dev = resolve_device(device)
-    state, ckpt, path = _read_weights(path)
+    state, ckpt, path = read_weights(path)
     config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
     name, q = config.get("model"), config.get("quality")
     if name is None or q is None:
@@ -399,12 +373,12 @@ def read_bitstream_file(path: str | os.PathLike[str]) -> bytes:
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
+    from lictrain.checkpoint.io import _atomic_write
+
     if path.is_dir():
         raise ConfigError(f"-o {path} is a directory; give a file name")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        _atomic_write(path, lambda handle: handle.write(data), fsync=False)
     except OSError as exc:
         raise ConfigError(f"cannot write {path}: {exc.strerror or exc}; choose a writable path") from exc

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import random
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -100,25 +99,9 @@ def load_pretrained_weights(model: torch.nn.Module, path: str) -> None:
     Raises:
         CheckpointError: missing/unsafe file or weights that do not fit the model.
     """
-    file = Path(path).expanduser()
-    if file.is_dir():
-        from lictrain.checkpoint import resolve_checkpoint
+    from lictrain.checkpoint.weights import read_weights
 
-        file = resolve_checkpoint(file)
-    if not file.is_file():
-        raise CheckpointError(f"--pretrained file not found: {file}")
-    if file.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            state = load_file(str(file))
-        except Exception as exc:  # safetensors raises its own error types
-            raise CheckpointError(f"cannot read safetensors file {file}: {exc}") from exc
-    else:
-        from lictrain.checkpoint import load_checkpoint
-
-        loaded = load_checkpoint(file)
-        state = loaded.get("model_state", loaded) if isinstance(loaded, dict) else loaded
+    state, _, file = read_weights(path)
     try:
         model.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError) as exc:
