@@ -50,7 +50,6 @@ import torch
 
 from lictrain.checkpoint.arguments import _check_settings, _save_arguments
 from lictrain.checkpoint.io import (
-    TMP_PREFIX,
     _atomic_write,
     _make_save_dir,
     _same_dir,

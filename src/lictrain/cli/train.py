@@ -138,26 +138,24 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = fit(cfg)
         if result.status == "finished" and cfg.final_eval and int(os.environ.get("RANK", "0")) == 0:
-            closing_evaluation(cfg, result.run_dir)
+            closing_evaluation(cfg, result)
     finally:
         signal.signal(signal.SIGTERM, previous)
         shutdown_distributed()
     return 130 if result.status == "interrupted" else 0
 
 
-def closing_evaluation(cfg: TrainConfig, run_dir: Path) -> None:
+def closing_evaluation(cfg: TrainConfig, result: Any) -> None:
     """Real bitstreams of the best checkpoint on the test photos, beside JPEG 4:2:0's curve."""
-    from lictrain.checkpoint import CheckpointManager
+    from lictrain.checkpoint import resolve_checkpoint
     from lictrain.data import load_splits
     from lictrain.evaluation.report import final_report
     from lictrain.training.build import resolve_device
 
-    with CheckpointManager(run_dir, keep_last_n=cfg.keep_last_n, keep_best=cfg.keep_best) as checkpoints:
-        best = checkpoints.best_checkpoint or checkpoints.latest_checkpoint
-    if best is None:
-        return
+    # fit() records the best checkpoint when the run finishes; without one, the latest
+    best = Path(result.summary.get("best_checkpoint") or resolve_checkpoint(result.run_dir))
     images = load_splits(cfg.dataset).test if cfg.dataset else None
     log.info("closing evaluation of %s (real bitstreams; --no-final-eval skips it)", best.name)
     report = final_report(best, resolve_device(cfg.device), images)
-    (run_dir / "final_report.txt").write_text(report.text + "\n")
+    (result.run_dir / "final_report.txt").write_text(report.text + "\n")
     log.info("%s", report.text)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 import sys
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from lictrain.checkpoint.io import _atomic_write
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
@@ -48,19 +48,9 @@ def json_safe(value: Any) -> Any:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` via a temporary file and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; run records are meant to be shared
-        with os.fdopen(fd, "w") as handle:
-            json.dump(json_safe(data), handle, indent=2)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``data`` as JSON to ``path`` atomically and durably (temporary file, fsync, rename)."""
+    text = (json.dumps(json_safe(data), indent=2) + "\n").encode()
+    _atomic_write(path, lambda handle: handle.write(text), fsync=True)
 
 
 class RunRecord:
