@@ -1,11 +1,13 @@
-"""LR schedules: HPCM's milestones, scaled."""
+"""LR schedules: HPCM's milestones, scaled; warm-up + cosine/linear per batch."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from lictrain.schedules.lr import build_lr_scheduler, hpcm_milestones, multistep_factor
+from lictrain.errors import ConfigError
+from lictrain.schedules.lr import (FINAL_LR_FACTOR, build_lr_scheduler, default_warmup_steps, hpcm_milestones,
+                                   is_per_step, multistep_factor, warmup_decay_factor)
 
 
 def test_hpcm_milestones_at_3000_epochs() -> None:
@@ -36,3 +38,44 @@ def test_plateau_scheduler_cuts_on_stagnation() -> None:
     for _ in range(12):
         sched.step(1.0)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.1)
+
+
+def test_warmup_then_cosine_reaches_peak_and_final_factor() -> None:
+    total, warmup = 100, 10
+    f = [warmup_decay_factor(s, total, warmup, "cosine") for s in range(total)]
+    assert f[0] == pytest.approx(0.1) and f[4] == pytest.approx(0.5) and f[9] == pytest.approx(1.0)
+    assert f[-1] == pytest.approx(FINAL_LR_FACTOR)
+    # half-way through the decay the cosine is at the mean of peak and floor
+    mid = 9 + (total - 1 - 9) // 2
+    assert f[mid] == pytest.approx((1 + FINAL_LR_FACTOR) / 2)
+    assert all(a >= b for a, b in zip(f[9:], f[10:]))  # monotone after the peak
+    assert warmup_decay_factor(500, total, warmup) == pytest.approx(FINAL_LR_FACTOR)  # stays at the floor
+
+
+def test_linear_decay_is_a_straight_line_and_zero_warmup_starts_at_peak() -> None:
+    f = [warmup_decay_factor(s, 11, 0, "linear") for s in range(11)]
+    assert f[0] == pytest.approx(1.0) and f[10] == pytest.approx(FINAL_LR_FACTOR)
+    assert f[5] == pytest.approx(1 - 0.5 * (1 - FINAL_LR_FACTOR))
+
+
+def test_cosine_scheduler_steps_per_batch_over_epochs_times_steps() -> None:
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    sched = build_lr_scheduler(opt, "cosine", 4, steps_per_epoch=25, warmup_steps=5)
+    assert is_per_step("cosine") and not is_per_step("multistep")
+    seen = []
+    for _ in range(100):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert seen[0] == pytest.approx(2e-4) and seen[4] == pytest.approx(1e-3)
+    assert seen[99] == pytest.approx(1e-3 * FINAL_LR_FACTOR)
+
+
+def test_default_warmup_is_five_percent() -> None:
+    assert default_warmup_steps(1000) == 50 and default_warmup_steps(3) == 1
+
+
+def test_unknown_schedule_names_the_choices() -> None:
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    with pytest.raises(ConfigError, match="cosine"):
+        build_lr_scheduler(opt, "exponential", 10)

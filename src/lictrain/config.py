@@ -9,16 +9,25 @@ from pathlib import Path
 from typing import Any
 
 from lictrain.errors import ConfigError
+from lictrain.schedules.lr import LR_SCHEDULES
 
 GAMMA_STRATEGIES = ("linear", "cosine", "step", "adaptive", "hpcm")
+PRECISIONS = ("fp32", "bf16")
+#: training minutes of ``lictrain train`` when neither --epochs nor --budget-minutes is given
+DEFAULT_BUDGET_MINUTES = 7.0
 
 
 @dataclass
 class TrainConfig:
     """Settings of one training run. Field names are the CLI's ``dest`` names.
 
-    The defaults make ``lictrain train`` with no arguments a short CPU demo on the built-in
-    photos; a full HPCM schedule is ``--epochs 3000 --patch-size 256``.
+    The defaults make ``lictrain train`` with no arguments the short-budget recipe on the
+    built-in photos (:data:`DEFAULT_BUDGET_MINUTES` of training); a full HPCM schedule is
+    ``--epochs 3000 --patch-size 256 --lr-schedule multistep``.
+
+    Length: ``epochs`` alone trains that many epochs; ``budget_minutes`` alone plans the
+    number of epochs from a measured step time (:mod:`lictrain.training.budget`); both: the
+    budget's plan capped at ``epochs``; neither: a budget of :data:`DEFAULT_BUDGET_MINUTES`.
     """
 
     # data
@@ -35,13 +44,19 @@ class TrainConfig:
     lmbda: float = 0.0067
     metric: str = "mse"
     # optimisation
-    epochs: int = 10
+    epochs: int | None = None
+    budget_minutes: float | None = None
     lr: float = 1e-4
     aux_lr: float = 1e-3
     clip_max_norm: float | None = 1.0
     lr_schedule: str = "multistep"
+    warmup_steps: int | None = None
     seed: int = 0
     device: str = "auto"
+    # speed levers
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
     # balanced R-D
     use_balanced: bool = False
     balanced_method: str = "trajectory"
@@ -71,8 +86,20 @@ class TrainConfig:
     final_eval: bool = True
 
     def validate(self) -> "TrainConfig":
-        """Check every value; raise :class:`ConfigError` naming the first bad flag and the fix."""
-        _positive_int(self, "epochs", "patch_size", "test_patch_size", "batch_size", "test_batch_size",
+        """Check every value; raise :class:`ConfigError` naming the first bad flag and the fix.
+
+        Also settles the run's length: with neither ``epochs`` nor ``budget_minutes`` set,
+        ``budget_minutes`` becomes :data:`DEFAULT_BUDGET_MINUTES`.
+        """
+        if self.epochs is None and self.budget_minutes is None:
+            self.budget_minutes = DEFAULT_BUDGET_MINUTES
+        if self.epochs is not None:
+            _positive_int(self, "epochs")
+        if self.budget_minutes is not None:
+            _positive_float(self, "budget_minutes")
+        if self.warmup_steps is not None and (not isinstance(self.warmup_steps, int) or self.warmup_steps < 0):
+            raise ConfigError(f"--warmup-steps must be a whole number >= 0, got {self.warmup_steps}")
+        _positive_int(self, "patch_size", "test_patch_size", "batch_size", "test_batch_size",
                       "epoch_size", "keep_last_n", "adaptive_window")
         _positive_float(self, "lmbda", "lr", "aux_lr", "w_lr", "gamma_final")
         if self.num_workers < 0:
@@ -88,7 +115,8 @@ class TrainConfig:
         if not 0 <= self.adaptive_threshold < 1:
             raise ConfigError(f"--adaptive_threshold must be in [0, 1), got {self.adaptive_threshold}")
         _choice(self, "metric", ("mse", "ms-ssim"))
-        _choice(self, "lr_schedule", ("multistep", "plateau"))
+        _choice(self, "lr_schedule", LR_SCHEDULES)
+        _choice(self, "precision", PRECISIONS)
         _choice(self, "device", ("auto", "cpu", "cuda"))
         _choice(self, "wandb_mode", ("offline", "online", "disabled"))
         _choice(self, "balanced_method", ("trajectory", "qp"))

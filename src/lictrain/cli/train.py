@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from lictrain.cli.common import add_flag, parse_bool
-from lictrain.config import GAMMA_STRATEGIES, TrainConfig
+from lictrain.config import DEFAULT_BUDGET_MINUTES, GAMMA_STRATEGIES, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +53,25 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     add_flag(g, "metric", help="mse (λ·255²·MSE + bpp) or ms-ssim (λ·(1-MS-SSIM) + bpp)")
 
     g = p.add_argument_group("optimisation")
-    add_flag(g, "epochs", "-e", type=int, help=f"default {_D.epochs}")
+    add_flag(g, "epochs", "-e", type=int,
+             help="train this many epochs (with --budget-minutes: at most this many); default: plan from the budget")
+    add_flag(g, "budget_minutes", type=float, metavar="MIN",
+             help="train for about MIN minutes: the epoch count comes from a measured step time "
+                  f"(default {DEFAULT_BUDGET_MINUTES:g} when --epochs is not given either)")
     add_flag(g, "lr", "--learning-rate", "--learning_rate", type=float, help=f"default {_D.lr}")
     add_flag(g, "aux_lr", type=float, help=f"EntropyBottleneck quantile LR (default {_D.aux_lr})")
     add_flag(g, "clip_max_norm", type=float, help="gradient clipping norm, 0 disables (default 1.0)")
-    add_flag(g, "lr_schedule", help="multistep (HPCM's, scaled to --epochs) or plateau")
+    add_flag(g, "lr_schedule", help=f"cosine or linear (per batch, after a warm-up), multistep (HPCM's, scaled to "
+                                    f"--epochs) or plateau (default {_D.lr_schedule})")
+    add_flag(g, "warmup_steps", type=int, metavar="STEPS",
+             help="linear LR warm-up of the cosine/linear schedules (default 5%% of all steps)")
     add_flag(g, "seed", type=int, help=f"default {_D.seed}")
     add_flag(g, "device", help="auto, cpu or cuda (default auto)")
+
+    g = p.add_argument_group("speed")
+    add_flag(g, "precision", help="fp32 (default) or bf16: bf16 autocast for the transforms, float32 entropy models")
+    add_flag(g, "channels_last", action="store_true", help="NHWC weights and batches")
+    add_flag(g, "compile", action="store_true", help="torch.compile the g_a/g_s transforms (slow first steps)")
 
     g = p.add_argument_group("balanced R-D (Zhang et al., CVPR 2025)")
     add_flag(g, "use_balanced", action="store_true", help="balance rate and distortion as two tasks")

@@ -4,9 +4,16 @@
 from 2950, i.e. factors 0.3, 0.1 and 0.01 of the base LR, with milestones scaled to the run's
 length (``round(E·m/3000)``; milestones that collide in very short runs apply together).
 ``plateau`` is CompressAI's example: ReduceLROnPlateau on the test loss.
+``cosine`` and ``linear`` are the short-budget recipe, stepped per *batch*: a linear warm-up
+from 0 to the peak LR over ``warmup_steps``, then a cosine (or linear) decay to
+``FINAL_LR_FACTOR`` x the peak at the last step. A warm-up is what lets a short run use a peak
+LR several times higher than CompressAI's 1e-4 without the first steps blowing the entropy
+model's scales up (see ``bench/time_to_quality.py``).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, ReduceLROnPlateau
@@ -15,6 +22,14 @@ from lictrain.errors import ConfigError
 
 HPCM_EPOCHS = 3000
 HPCM_MILESTONES = ((2750, 0.3), (2850, 0.1), (2950, 0.01))
+#: per-epoch schedules (stepped after the test pass) and per-batch ones
+EPOCH_SCHEDULES = ("multistep", "plateau")
+STEP_SCHEDULES = ("cosine", "linear")
+LR_SCHEDULES = EPOCH_SCHEDULES + STEP_SCHEDULES
+#: the decaying schedules end at this fraction of the peak LR
+FINAL_LR_FACTOR = 0.01
+#: default warm-up of the decaying schedules, as a fraction of all steps
+WARMUP_FRACTION = 0.05
 
 
 def hpcm_milestones(epochs: int) -> list[tuple[int, float]]:
@@ -31,14 +46,48 @@ def multistep_factor(epoch: int, milestones: list[tuple[int, float]]) -> float:
     return factor
 
 
-def build_lr_scheduler(optimizer: torch.optim.Optimizer, kind: str, epochs: int) -> LRScheduler | ReduceLROnPlateau:
-    """The per-epoch LR schedule ``kind`` (``multistep`` or ``plateau``) for ``optimizer``."""
+def default_warmup_steps(total_steps: int) -> int:
+    """Warm-up length when none is given: ``WARMUP_FRACTION`` of the run, at least one step."""
+    return max(1, round(WARMUP_FRACTION * total_steps))
+
+
+def warmup_decay_factor(step: int, total_steps: int, warmup_steps: int, shape: str = "cosine") -> float:
+    """LR factor at batch ``step`` (0-based): linear warm-up, then cosine/linear decay.
+
+    The warm-up reaches the peak (1.0) at step ``warmup_steps - 1``; the decay then falls to
+    :data:`FINAL_LR_FACTOR` at the last step ``total_steps - 1`` and stays there after it.
+    """
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    peak_step = max(warmup_steps - 1, 0)
+    progress = min(1.0, (step - peak_step) / max(1, total_steps - 1 - peak_step))
+    fall = 0.5 * (1.0 + math.cos(math.pi * progress)) if shape == "cosine" else 1.0 - progress
+    return FINAL_LR_FACTOR + (1.0 - FINAL_LR_FACTOR) * fall
+
+
+def is_per_step(kind: str) -> bool:
+    """True for schedules stepped after every batch rather than every epoch."""
+    return kind in STEP_SCHEDULES
+
+
+def build_lr_scheduler(optimizer: torch.optim.Optimizer, kind: str, epochs: int, steps_per_epoch: int = 1,
+                       warmup_steps: int | None = None) -> LRScheduler | ReduceLROnPlateau:
+    """The LR schedule ``kind`` for ``optimizer`` over ``epochs`` x ``steps_per_epoch`` batches.
+
+    ``multistep`` and ``plateau`` are stepped per epoch, ``cosine`` and ``linear`` per batch
+    (see :func:`is_per_step`); ``warmup_steps`` (default :func:`default_warmup_steps`) only
+    applies to the latter.
+    """
+    if kind in STEP_SCHEDULES:
+        total = epochs * steps_per_epoch
+        warmup = min(total, warmup_steps if warmup_steps is not None else default_warmup_steps(total))
+        return LambdaLR(optimizer, lambda step: warmup_decay_factor(step, total, warmup, kind))
     if kind == "multistep":
         milestones = hpcm_milestones(epochs)
         return LambdaLR(optimizer, lambda epoch: multistep_factor(epoch, milestones))
     if kind == "plateau":
         return ReduceLROnPlateau(optimizer, mode="min")
-    raise ConfigError(f"--lr-schedule must be multistep or plateau, got {kind!r}")
+    raise ConfigError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {kind!r}")
 
 
 def step_lr_scheduler(scheduler: LRScheduler | ReduceLROnPlateau, test_loss: float) -> None:
@@ -53,7 +102,8 @@ def resync_lr(scheduler: LRScheduler | ReduceLROnPlateau) -> None:
     """After a resume, set the optimiser's LR from the (possibly re-scaled) schedule.
 
     The optimiser's saved state carries the LR of the old run; when a resumed run changes
-    ``--epochs``, the multistep milestones move and the LR must follow the new schedule.
+    ``--epochs``, the multistep milestones (or the cosine's length) move and the LR must
+    follow the new schedule.
     The plateau schedule's LR *is* its state, so it is left as saved.
     """
     if isinstance(scheduler, LambdaLR):

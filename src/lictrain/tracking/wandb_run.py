@@ -42,6 +42,11 @@ class WandbRun:
         if self._run is not None:
             self._run.log(metrics, step=step)
 
+    def summary(self, key: str, value: Any) -> None:
+        """Set ``key`` in the run's summary (figures that are not per-epoch series)."""
+        if self._run is not None:
+            self._run.summary[key] = value
+
     def finish(self, exit_code: int = 0) -> None:
         if self._run is not None:
             self._run.finish(exit_code=exit_code)

@@ -1,17 +1,21 @@
-"""Building a run's parts from a :class:`TrainConfig`: device, seeds, data loaders, weights."""
+"""Building a run's parts from a :class:`TrainConfig`: device, seeds, data loaders, model and strategy."""
 
 from __future__ import annotations
 
 import logging
 import random
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from lictrain.config import TrainConfig
 from lictrain.data import CenterCropDataset, RandomCropDataset, load_splits
 from lictrain.errors import CheckpointError, ConfigError
+from lictrain.losses import RateDistortionLoss
 from lictrain.training.distributed import DistInfo
 
 log = logging.getLogger(__name__)
@@ -108,3 +112,36 @@ def load_pretrained_weights(model: torch.nn.Module, path: str) -> None:
         first = str(exc).strip().splitlines()[0]
         raise CheckpointError(f"weights in {file} do not fit this model ({first}); check --model and --quality") from exc
     log.info("loaded pretrained weights from %s", file)
+
+
+@dataclass
+class TrainingParts:
+    """The live objects a run trains: the bare model, what steps call, loss, strategy."""
+
+    model: torch.nn.Module
+    trained: torch.nn.Module  # FastForward/DDP wrappers around ``model`` when in use
+    criterion: RateDistortionLoss
+    aux_optimizer: torch.optim.Optimizer | None
+    strategy: Any
+
+
+def build_parts(cfg: TrainConfig, device: torch.device, dist: DistInfo, alignment: int) -> TrainingParts:
+    """Model (with ``--pretrained`` weights and speed levers), loss, optimisers and strategy."""
+    from lictrain.models import build_model
+    from lictrain.training.optimizers import build_aux_optimizer, split_parameters
+    from lictrain.training.speed import apply_speed_levers
+    from lictrain.training.strategy import build_strategy
+
+    model = build_model(cfg.model, cfg.quality).to(device)
+    if cfg.pretrained:
+        load_pretrained_weights(model, cfg.pretrained)
+    if dist.enabled:
+        torch.manual_seed(cfg.seed + 7919 * dist.rank)  # each rank its own quantisation noise
+    trained = apply_speed_levers(model, cfg, device)
+    if dist.enabled:
+        trained = DistributedDataParallel(trained, device_ids=[device.index] if device.type == "cuda" else None)
+    criterion = RateDistortionLoss(cfg.lmbda, cfg.metric)
+    net_params, aux_params = split_parameters(model)
+    aux_optimizer = build_aux_optimizer(aux_params, cfg.aux_lr)
+    strategy = build_strategy(cfg, trained, model, criterion, net_params, aux_optimizer, alignment, device, dist)
+    return TrainingParts(model, trained, criterion, aux_optimizer, strategy)

@@ -8,6 +8,7 @@ rank 0 writes (see :mod:`lictrain.training.distributed`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -17,22 +18,18 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 from lictrain.checkpoint import resolve_checkpoint
 from lictrain.config import TrainConfig
 from lictrain.errors import ConfigError, StopRun
-from lictrain.losses import RateDistortionLoss
-from lictrain.models import build_model, get_spec
-from lictrain.schedules.lr import build_lr_scheduler, step_lr_scheduler
-from lictrain.training.build import (build_loaders, check_alignment, load_pretrained_weights, resolve_device,
-                                     seed_everything)
-from lictrain.training.distributed import check_in_sync, init_distributed
+from lictrain.models import get_spec
+from lictrain.schedules.lr import build_lr_scheduler, is_per_step, resync_lr, step_lr_scheduler
+from lictrain.training.budget import BudgetClock, plan_budget
+from lictrain.training.build import build_loaders, build_parts, check_alignment, resolve_device, seed_everything
+from lictrain.training.distributed import DistInfo, check_in_sync, gather_objects, init_distributed
 from lictrain.training.loop import format_summary, test_epoch, train_one_epoch
-from lictrain.training.optimizers import build_aux_optimizer, split_parameters
 from lictrain.training.outputs import RunOutputs
 from lictrain.training.state import TrainState
-from lictrain.training.strategy import build_strategy
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +58,11 @@ def prepare_run_dir(cfg: TrainConfig, create: bool = True) -> Path:
     return run_dir
 
 
+def _agree(flag: bool, dist: DistInfo) -> bool:
+    """``flag`` if any rank says so (ranks must stop at the same epoch)."""
+    return any(gather_objects(flag, dist))
+
+
 def fit(cfg: TrainConfig, show_progress: bool | None = None,
         epoch_callback: Callable[[int, dict[str, Any]], None] | None = None) -> RunResult:
     """Train ``cfg.model`` per ``cfg``; returns when finished, interrupted or stopped.
@@ -72,6 +74,7 @@ def fit(cfg: TrainConfig, show_progress: bool | None = None,
     Raises:
         LictrainError: bad configuration, data or checkpoint (nothing saved is lost).
     """
+    started = time.perf_counter()
     cfg.validate()
     resume_file = resolve_checkpoint(cfg.resume) if cfg.resume else None
     dist, device = init_distributed(resolve_device(cfg.device))
@@ -79,20 +82,20 @@ def fit(cfg: TrainConfig, show_progress: bool | None = None,
     check_alignment(cfg, alignment)
     seed_everything(cfg.seed)  # same initial weights on every rank
 
-    # -- data, model, loss, optimisation ---------------------------------------------------
+    # -- data, (budget plan), model, loss, optimisation -------------------------------------
     train_loader, test_loader, _ = build_loaders(cfg, device, dist)
-    model = build_model(cfg.model, cfg.quality).to(device)
-    if cfg.pretrained:
-        load_pretrained_weights(model, cfg.pretrained)
-    if dist.enabled:
-        torch.manual_seed(cfg.seed + 7919 * dist.rank)  # each rank its own quantisation noise
-    trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if dist.enabled else model
-    criterion = RateDistortionLoss(cfg.lmbda, cfg.metric)
-    net_params, aux_params = split_parameters(model)
-    aux_optimizer = build_aux_optimizer(aux_params, cfg.aux_lr)
-    strategy = build_strategy(cfg, trained, model, criterion, net_params, aux_optimizer, alignment, device, dist)
-    optimizer = strategy.optimizer
-    lr_scheduler = build_lr_scheduler(optimizer, cfg.lr_schedule, cfg.epochs)
+    plan = None
+    if cfg.budget_minutes is not None and resume_file is None:
+        plan = plan_budget(cfg, device, dist, alignment, train_loader, test_loader, started)
+        cfg = dataclasses.replace(cfg, epochs=plan.epochs)
+        seed_everything(cfg.seed)  # the calibration used the RNG: start exactly as an --epochs run would
+    assert cfg.epochs is not None  # settled by validate() or by the plan
+    parts = build_parts(cfg, device, dist, alignment)
+    model, trained, criterion, strategy = parts.model, parts.trained, parts.criterion, parts.strategy
+    optimizer, aux_optimizer = strategy.optimizer, parts.aux_optimizer
+    steps_per_epoch = len(train_loader)
+    lr_scheduler = build_lr_scheduler(optimizer, cfg.lr_schedule, cfg.epochs, steps_per_epoch, cfg.warmup_steps)
+    after_step = lr_scheduler.step if is_per_step(cfg.lr_schedule) else None
     state = TrainState(model, optimizer, aux_optimizer, lr_scheduler, strategy, cfg.to_dict(), dist)
 
     # -- run directory, checkpoints, records (rank 0 writes) ------------------------------
@@ -102,41 +105,55 @@ def fit(cfg: TrainConfig, show_progress: bool | None = None,
     try:
         if resume_file:
             start_epoch, best_loss = state.restore(outputs.load(resume_file, map_location=device), resume_file)
+            if after_step is not None:  # an interrupted epoch is repeated from its first batch
+                lr_scheduler.last_epoch = start_epoch * steps_per_epoch
+                resync_lr(lr_scheduler)
             log.info("resumed from %s at epoch %d", resume_file, start_epoch)
         outputs.open_records(cfg, resumed=resume_file is not None, start_epoch=start_epoch, world_size=dist.world_size)
+        if plan is not None:
+            outputs.note("budget", plan.to_dict())
     except BaseException:
         outputs.close()
         raise
 
     log.info("run directory: %s", run_dir)
+    clock = BudgetClock(plan.budget_seconds, started) if plan is not None else None
     epoch = start_epoch
     try:
         for epoch in range(start_epoch, cfg.epochs):
-            started = time.perf_counter()
+            epoch_started = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]
             strategy.begin_epoch(epoch)
             train_loader.set_epoch(epoch)
-            train_stats = train_one_epoch(strategy.step, trained, train_loader, device, epoch, len(train_loader),
-                                          show_progress if dist.is_main else False)
-            train_seconds = time.perf_counter() - started
+            train_stats = train_one_epoch(strategy.step, trained, train_loader, device, epoch, steps_per_epoch,
+                                          show_progress if dist.is_main else False, after_step=after_step)
+            train_seconds = time.perf_counter() - epoch_started
             check_in_sync(model, dist, strategy.sync_tensor())
             # every rank tests the same full test split: identical numbers, no communication
             test_stats = test_epoch(model, criterion, test_loader, device)
             test_loss = test_stats.values["loss"]
-            step_lr_scheduler(lr_scheduler, test_loss)
+            if after_step is None:
+                step_lr_scheduler(lr_scheduler, test_loss)
             schedule_values = strategy.epoch_values()
             strategy.end_epoch(epoch, test_loss)
             best_loss = min(best_loss, test_loss) if math.isfinite(test_loss) else best_loss
-            seconds = time.perf_counter() - started
+            seconds = time.perf_counter() - epoch_started
             metrics = {"epoch": epoch, **test_stats.values, "lr": lr, **schedule_values,
                        **{f"train/{k}": v for k, v in train_stats.values.items()},
                        "skipped_steps": train_stats.skipped, "epoch_seconds": seconds,
-                       "train_images_per_second": len(train_loader) * cfg.batch_size * dist.world_size / train_seconds}
+                       "train_images_per_second": steps_per_epoch * cfg.batch_size * dist.world_size / train_seconds}
             outputs.log_epoch(epoch, metrics)
             log.info(format_summary(epoch, cfg.epochs, train_stats, test_stats, lr, seconds, schedule_values))
             outputs.save_checkpoint(**state.capture(epoch, test_loss, best_loss, completed=True))
             if epoch_callback is not None:
                 epoch_callback(epoch, metrics)
+            if clock is not None:
+                clock.record_epoch(time.perf_counter() - epoch_started)  # checkpoint included
+                if epoch + 1 < cfg.epochs and _agree(clock.next_epoch_overruns(), dist):
+                    log.warning("stopping after epoch %d of %d: the next one would overrun --budget-minutes %g "
+                                "(this machine ran slower than calibrated)", epoch + 1, cfg.epochs, cfg.budget_minutes)
+                    outputs.note("budget_stopped_after_epochs", epoch + 1)
+                    break
     except StopRun as stop:
         outputs.finish("stopped", reason=stop.reason, best_loss=best_loss)
         log.info("stopped after epoch %d: %s", epoch, stop.reason)

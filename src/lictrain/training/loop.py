@@ -34,14 +34,20 @@ def train_one_epoch(
     epoch: int,
     total_batches: int,
     show_progress: bool | None = None,
+    after_step: Callable[[], None] | None = None,
 ) -> EpochStats:
-    """One pass over ``loader``: one ``step`` per batch, with a tqdm bar (loss, bpp, PSNR)."""
+    """One pass over ``loader``: one ``step`` per batch, with a tqdm bar (loss, bpp, PSNR).
+
+    ``after_step`` runs after every batch, applied or skipped (a per-batch LR schedule).
+    """
     model.train()
     sums: dict[str, float] = defaultdict(float)
     applied = skipped = 0
     bar = tqdm(loader, total=total_batches, desc=f"epoch {epoch}", leave=False, disable=None if show_progress is None else not show_progress, dynamic_ncols=True)
     for batch in bar:
         outcome = step(batch.to(device, non_blocking=True))
+        if after_step is not None:
+            after_step()
         if not outcome.applied:
             skipped += 1
             continue

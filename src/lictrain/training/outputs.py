@@ -50,6 +50,13 @@ class RunOutputs:
                                 run_id=self.record.data.get("wandb_run_id"), name=self.run_dir.name)
         self.record.set("wandb_run_id", self.tracker.id)
 
+    def note(self, key: str, value: Any) -> None:
+        """Record ``value`` under ``key`` in run.json (and the W&B run's summary)."""
+        if self.record is not None:
+            self.record.set(key, value)
+        if self.tracker is not None:
+            self.tracker.summary(key, value)
+
     def log_epoch(self, epoch: int, metrics: dict[str, Any]) -> None:
         if self.record is not None and self.tracker is not None:
             self.record.log_epoch(metrics)

@@ -1,0 +1,150 @@
+"""``--budget-minutes``: turn a wall-clock budget into a number of epochs, from measured times.
+
+Before training, a throwaway copy of the run's model and strategy takes a few real steps on
+real batches and one pass over the test split; the epoch count is the budget left after that
+calibration divided by the measured time of one epoch (its steps, its test pass and its
+checkpoint). The run then *is* an ``--epochs N`` run — the LR and gamma schedules see the
+planned length from the first step, and a resumed run keeps it — and ``fit`` only cuts it
+short if the machine turns out slower than measured (see :class:`BudgetClock`).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Iterable
+
+import torch
+
+log = logging.getLogger(__name__)
+
+#: steps run untimed first (allocator and kernel warm-up), then timed
+WARMUP_STEPS = 2
+TIMED_STEPS = 4
+#: a run stops early when its next epoch would end this far (fraction of the budget) past it
+OVERRUN_TOLERANCE = 0.03
+
+
+@dataclass(frozen=True)
+class BudgetPlan:
+    """The measured times and the epoch count they buy."""
+
+    budget_seconds: float
+    calibration_seconds: float
+    step_seconds: float
+    test_seconds: float
+    checkpoint_seconds: float
+    steps_per_epoch: int
+    epochs: int
+
+    @property
+    def epoch_seconds(self) -> float:
+        return self.steps_per_epoch * self.step_seconds + self.test_seconds + self.checkpoint_seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "epoch_seconds": self.epoch_seconds}
+
+    def describe(self) -> str:
+        return (f"budget {self.budget_seconds / 60:.1f} min: {self.step_seconds:.3f} s/step x {self.steps_per_epoch} "
+                f"steps + test {self.test_seconds:.1f} s + checkpoint {self.checkpoint_seconds:.2f} s = "
+                f"{self.epoch_seconds:.1f} s/epoch -> {self.epochs} epochs ({self.epochs * self.steps_per_epoch} steps)")
+
+
+def plan_epochs(available_seconds: float, epoch_seconds: float, max_epochs: int | None = None) -> int:
+    """Whole epochs that fit ``available_seconds`` (at least 1, at most ``max_epochs``)."""
+    fit = max(1, math.floor(available_seconds / epoch_seconds)) if epoch_seconds > 0 else 1
+    return min(fit, max_epochs) if max_epochs is not None else fit
+
+
+def measure_step_seconds(step: Callable[[torch.Tensor], Any], batches: Iterable[torch.Tensor],
+                         device: torch.device) -> float:
+    """Median seconds of ``step`` over :data:`TIMED_STEPS` batches, after :data:`WARMUP_STEPS`."""
+    times: list[float] = []
+    iterator = iter(batches)
+    for index in range(WARMUP_STEPS + TIMED_STEPS):
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            break
+        _synchronize(device)
+        started = time.perf_counter()
+        step(batch.to(device))
+        _synchronize(device)
+        if index >= WARMUP_STEPS:
+            times.append(time.perf_counter() - started)
+    if not times:
+        raise RuntimeError("the training loader gave too few batches to time a step")
+    return statistics.median(times)
+
+
+def measure_seconds(fn: Callable[[], Any], device: torch.device) -> float:
+    """Wall seconds of one call of ``fn`` (device work included)."""
+    _synchronize(device)
+    started = time.perf_counter()
+    fn()
+    _synchronize(device)
+    return time.perf_counter() - started
+
+
+def serialise_seconds(*states: dict[str, Any]) -> float:
+    """Seconds to serialise ``states`` in memory: a checkpoint's cost, less the disk write."""
+    started = time.perf_counter()
+    torch.save(states, io.BytesIO())
+    return time.perf_counter() - started
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class BudgetClock:
+    """Watches a budgeted run's wall clock; says when the next epoch would overrun it."""
+
+    def __init__(self, budget_seconds: float, started: float) -> None:
+        self.deadline = started + budget_seconds
+        self.tolerance = OVERRUN_TOLERANCE * budget_seconds
+        self.epoch_times: list[float] = []
+
+    def record_epoch(self, seconds: float) -> None:
+        self.epoch_times.append(seconds)
+
+    def next_epoch_overruns(self, now: float | None = None) -> bool:
+        """True when one more epoch (at the mean measured pace) would end past the deadline."""
+        if not self.epoch_times:
+            return False
+        now = time.perf_counter() if now is None else now
+        return now + statistics.fmean(self.epoch_times) > self.deadline + self.tolerance
+
+
+def plan_budget(cfg: Any, device: torch.device, dist: Any, alignment: int, train_loader: Any, test_loader: Any,
+                started: float) -> BudgetPlan:
+    """Calibrate a throwaway copy of the run and plan ``cfg.budget_minutes`` into epochs.
+
+    ``started`` is when the run began (``time.perf_counter()``): setup and calibration count
+    against the budget. Under DDP every rank calibrates and all take the smallest plan.
+    """
+    import dataclasses
+
+    from lictrain.training.build import build_parts
+    from lictrain.training.distributed import DistInfo, gather_objects
+    from lictrain.training.loop import test_epoch
+
+    probe = build_parts(dataclasses.replace(cfg, epochs=1), device, DistInfo(), alignment)
+    train_loader.set_epoch(0)
+    step_seconds = measure_step_seconds(probe.strategy.step, train_loader, device)
+    test_seconds = measure_seconds(lambda: test_epoch(probe.model, probe.criterion, test_loader, device), device)
+    checkpoint_seconds = serialise_seconds(probe.model.state_dict(), probe.strategy.optimizer.state_dict())
+    del probe
+    budget = cfg.budget_minutes * 60.0
+    now = time.perf_counter()
+    steps = len(train_loader)
+    epoch_seconds = steps * step_seconds + test_seconds + checkpoint_seconds
+    epochs = min(gather_objects(plan_epochs(budget - (now - started), epoch_seconds, cfg.epochs), dist))
+    plan = BudgetPlan(budget, now - started, step_seconds, test_seconds, checkpoint_seconds, steps, int(epochs))
+    log.info("%s", plan.describe())
+    return plan

@@ -1,0 +1,96 @@
+"""``--budget-minutes``: planning epochs from measured times, and what a budgeted run records."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lictrain.cli.main import main
+from lictrain.config import DEFAULT_BUDGET_MINUTES, TrainConfig
+from lictrain.errors import ConfigError
+from lictrain.tracking.records import read_metrics
+from lictrain.training.budget import BudgetClock, BudgetPlan, plan_epochs
+from lictrain.training.fit import fit
+
+
+def small_cfg(data: Path, run: Path, **kw) -> TrainConfig:
+    base = dict(dataset=str(data), model="bmshj2018-factorized", patch_size=64, test_patch_size=64, batch_size=2,
+                epoch_size=4, test_batch_size=2, save_path=str(run), wandb_mode="disabled", final_eval=False,
+                lr_schedule="cosine", lr=1e-3)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_plan_epochs_floors_with_a_minimum_of_one_and_a_cap() -> None:
+    assert plan_epochs(100.0, 30.0) == 3
+    assert plan_epochs(10.0, 30.0) == 1
+    assert plan_epochs(-5.0, 30.0) == 1  # calibration already ate the budget: still train one epoch
+    assert plan_epochs(1000.0, 30.0, max_epochs=4) == 4
+
+
+def test_plan_epoch_seconds_add_steps_test_and_checkpoint() -> None:
+    plan = BudgetPlan(budget_seconds=60, calibration_seconds=5, step_seconds=0.5, test_seconds=2.0,
+                      checkpoint_seconds=0.5, steps_per_epoch=10, epochs=7)
+    assert plan.epoch_seconds == pytest.approx(7.5)
+    assert plan.to_dict()["epoch_seconds"] == pytest.approx(7.5)
+    assert "7 epochs (70 steps)" in plan.describe()
+
+
+def test_clock_says_when_the_next_epoch_would_overrun() -> None:
+    clock = BudgetClock(100.0, started=0.0)
+    assert not clock.next_epoch_overruns(now=99.0)  # nothing measured yet
+    clock.record_epoch(30.0)
+    assert not clock.next_epoch_overruns(now=60.0)  # 90 s <= 100 s
+    assert not clock.next_epoch_overruns(now=72.0)  # 102 s: inside the 3% tolerance
+    assert clock.next_epoch_overruns(now=80.0)  # 110 s
+
+
+def test_length_defaults_to_the_budget_when_neither_is_given() -> None:
+    assert TrainConfig().validate().budget_minutes == DEFAULT_BUDGET_MINUTES
+    assert TrainConfig(epochs=3).validate().budget_minutes is None
+    with pytest.raises(ConfigError, match="--budget-minutes must be a positive number"):
+        TrainConfig(budget_minutes=0).validate()
+    with pytest.raises(ConfigError, match="--warmup-steps"):
+        TrainConfig(warmup_steps=-1).validate()
+
+
+@pytest.mark.slow
+def test_budget_run_is_the_epochs_run_it_planned(image_folder: Path, tmp_path: Path) -> None:
+    budgeted = fit(small_cfg(image_folder, tmp_path / "budget", budget_minutes=10, epochs=2), show_progress=False)
+    record = json.loads((budgeted.run_dir / "run.json").read_text())
+    plan = record["budget"]
+    assert plan["epochs"] == 2 == record["config"]["epochs"]  # capped by --epochs
+    assert plan["step_seconds"] > 0 and plan["test_seconds"] > 0 and plan["steps_per_epoch"] == 2
+    assert plan["calibration_seconds"] > 0
+    plain = fit(small_cfg(image_folder, tmp_path / "plain", epochs=2), show_progress=False)
+    a, b = read_metrics(budgeted.run_dir), read_metrics(plain.run_dir)
+    for key in ("loss", "bpp", "mse", "lr", "train/loss"):
+        assert [m[key] for m in a] == [m[key] for m in b]  # the calibration left no trace
+
+
+@pytest.mark.slow
+def test_budget_stops_early_when_the_machine_is_slower_than_measured(image_folder: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(BudgetClock, "next_epoch_overruns", lambda self, now=None: True)
+    result = fit(small_cfg(image_folder, tmp_path / "run", budget_minutes=10, epochs=3), show_progress=False)
+    assert result.status == "finished"
+    assert [m["epoch"] for m in read_metrics(result.run_dir)] == [0]
+    assert json.loads((result.run_dir / "run.json").read_text())["budget_stopped_after_epochs"] == 1
+
+
+@pytest.mark.slow
+def test_resumed_budget_run_keeps_its_plan(image_folder: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    fit(small_cfg(image_folder, run, budget_minutes=10, epochs=2), show_progress=False)
+    planned = json.loads((run / "run.json").read_text())["budget"]
+    assert main(["train", "--resume", str(run), "--epochs", "3", "--wandb-mode", "disabled"]) == 0
+    record = json.loads((run / "run.json").read_text())
+    assert record["budget"] == planned
+    assert [m["epoch"] for m in read_metrics(run)] == [0, 1, 2]
+
+
+def test_cli_rejects_a_bad_budget(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--budget-minutes", "-3", "--save_path", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "--budget-minutes must be a positive number" in err and "Traceback" not in err
