@@ -10,8 +10,13 @@ BD-rates), ``rd.json``, ``rd.png`` (R-D curves) and ``time_to_quality.png`` (tes
 minutes per λ) under ``--out``.
 
 ``levers`` (which recipe learns fastest): train one λ for ``--budget-minutes`` under each
-recipe (LR schedule and peak, model, batch size, bf16, channels_last, compile) and write
-``levers.md`` and ``levers.png`` (test PSNR and loss vs minutes per recipe).
+recipe (LR schedule and peak, model, batch size, channels_last) and write ``levers.md`` and
+``levers.png`` (test PSNR and loss vs minutes per recipe).
+
+``steps`` (what the speed levers do to a step): median seconds per training step of the
+default recipe in fp32, bf16 autocast, channels_last and ``--compile`` (compile time shown
+apart), measured in one process. A lever that does the same arithmetic in more seconds per
+step has a strictly worse time-to-quality curve, so it needs no training run.
 
 Runs are kept under ``--out``; a finished run is reused, so an interrupted measurement
 continues where it stopped. On the 2-core CPU here: ``rd`` with 15 minutes per λ takes about
@@ -19,6 +24,7 @@ continues where it stopped. On the 2-core CPU here: ``rd`` with 15 minutes per �
 
     .venv/bin/python bench/time_to_quality.py rd --budget-minutes 15 --out bench_results/ttq
     .venv/bin/python bench/time_to_quality.py levers --budget-minutes 3 --out bench_results/levers
+    .venv/bin/python bench/time_to_quality.py steps --out bench_results/steps
 """
 
 from __future__ import annotations
@@ -166,13 +172,56 @@ def run_levers(args: argparse.Namespace, base: TrainConfig) -> None:
     print(f"\nwrote {out / 'levers.md'}, {out / 'levers.png'}")
 
 
+def run_steps(args: argparse.Namespace, base: TrainConfig) -> None:
+    import time
+
+    import torch
+
+    from lictrain.models import get_spec
+    from lictrain.training.budget import measure_step_seconds
+    from lictrain.training.build import build_loaders, build_parts, resolve_device, seed_everything
+    from lictrain.training.distributed import DistInfo
+
+    device = resolve_device(base.device)
+    cfg = dataclasses.replace(base, epochs=1, budget_minutes=None, epoch_size=base.batch_size * 12)
+    loader, _, _ = build_loaders(cfg, device)
+    variants = {"fp32 (default)": {}, "channels_last": {"channels_last": True}, "bf16 autocast": {"precision": "bf16"},
+                "compile g_a/g_s": {"compile": True}}
+    lines = [f"# Step time of {cfg.model}, {cfg.batch_size}x{cfg.patch_size}², {device}, "
+             f"{torch.get_num_threads()} threads", "", "| lever | s/step | x fp32 | first steps (s) |", "|---|---|---|---|"]
+    reference = None
+    for name, overrides in variants.items():
+        if args.only and not any(o in name for o in args.only):
+            continue
+        seed_everything(0)
+        variant = dataclasses.replace(cfg, **overrides)
+        try:
+            parts = build_parts(variant, device, DistInfo(), get_spec(cfg.model).alignment)
+        except Exception as exc:  # a lever this machine cannot run is a row, not a crash
+            lines.append(f"| {name} | unavailable: {exc} | | |")
+            continue
+        loader.set_epoch(0)
+        batches = iter(loader)
+        started = time.perf_counter()
+        for _ in range(2):  # compile (if any) happens here
+            parts.strategy.step(next(batches).to(device))
+        first = time.perf_counter() - started
+        seconds = measure_step_seconds(parts.strategy.step, batches, device)
+        reference = reference or seconds
+        lines.append(f"| {name} | {seconds:.3f} | {seconds / reference:.2f} | {first:.1f} |")
+        print(lines[-1], flush=True)
+    (Path(args.out)).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "steps.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def _pct(value: float) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:+.2f}%"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("rd", "levers"))
+    parser.add_argument("what", choices=("rd", "levers", "steps"))
     parser.add_argument("--budget-minutes", type=float, default=15.0)
     parser.add_argument("--lambdas", type=float, nargs="+", default=list(LAMBDAS))
     parser.add_argument("--out", default="bench_results/time_to_quality")
@@ -191,7 +240,7 @@ def main() -> None:
         current = getattr(base, key)
         parsed: Any = value if isinstance(current, str) else json.loads(value.lower() if value in ("True", "False") else value)
         base = dataclasses.replace(base, **{key: parsed})
-    (run_rd if args.what == "rd" else run_levers)(args, base)
+    {"rd": run_rd, "levers": run_levers, "steps": run_steps}[args.what](args, base)
 
 
 if __name__ == "__main__":

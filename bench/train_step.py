@@ -66,7 +66,7 @@ def main() -> None:
     net, aux = split_parameters(ours_model)
     ours = StandardStrategy(cfg, ours_model, criterion, net, build_aux_optimizer(aux, cfg.aux_lr))
     p_net, p_aux = split_parameters(plain_model)
-    p_opt, p_aux_opt = torch.optim.Adam(p_net, lr=cfg.lr), torch.optim.Adam(p_aux, lr=cfg.aux_lr)
+    p_opt, p_aux_opt = torch.optim.Adam(p_net, lr=cfg.peak_lr), torch.optim.Adam(p_aux, lr=cfg.aux_lr)
 
     def run_ours() -> None:
         ours.step(batch)

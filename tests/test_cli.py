@@ -8,7 +8,7 @@ import pytest
 
 from lictrain.cli.main import build_parser, main
 from lictrain.cli.train import config_from_args
-from lictrain.config import TrainConfig
+from lictrain.config import DEFAULT_BUDGET_MINUTES, TrainConfig
 
 
 def cfg_of(*argv: str) -> TrainConfig:
@@ -16,7 +16,16 @@ def cfg_of(*argv: str) -> TrainConfig:
 
 
 def test_defaults_when_no_flags() -> None:
-    assert cfg_of() == TrainConfig()
+    cfg = cfg_of()
+    assert cfg == TrainConfig().validate()
+    assert cfg.budget_minutes == DEFAULT_BUDGET_MINUTES and cfg.epochs is None and cfg.lr_schedule == "cosine"
+
+
+def test_epochs_alone_means_no_budget_and_both_cap_the_plan() -> None:
+    assert cfg_of("--epochs", "4").budget_minutes is None
+    both = cfg_of("--epochs", "4", "--budget_minutes", "2.5")
+    assert both.epochs == 4 and both.budget_minutes == 2.5
+    assert cfg_of("--budget-minutes", "2.5", "--warmup-steps", "30").warmup_steps == 30
 
 
 def test_guide_spellings_and_dashed_spellings_agree() -> None:

@@ -79,3 +79,14 @@ def test_unknown_schedule_names_the_choices() -> None:
     opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
     with pytest.raises(ConfigError, match="cosine"):
         build_lr_scheduler(opt, "exponential", 10)
+
+
+def test_default_lr_follows_the_schedule() -> None:
+    from lictrain.config import DEFAULT_LR, TrainConfig
+
+    assert TrainConfig().validate().lr == DEFAULT_LR["cosine"] > 1e-4
+    assert TrainConfig(lr_schedule="multistep").validate().lr == pytest.approx(1e-4)
+    assert TrainConfig(lr_schedule="multistep").peak_lr == pytest.approx(1e-4)  # also before validate()
+    assert TrainConfig(lr=3e-4).validate().lr == pytest.approx(3e-4)
+    with pytest.raises(ConfigError, match="--lr must be a positive number"):
+        TrainConfig(lr=-1.0).validate()

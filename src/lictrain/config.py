@@ -15,6 +15,9 @@ GAMMA_STRATEGIES = ("linear", "cosine", "step", "adaptive", "hpcm")
 PRECISIONS = ("fp32", "bf16")
 #: training minutes of ``lictrain train`` when neither --epochs nor --budget-minutes is given
 DEFAULT_BUDGET_MINUTES = 7.0
+#: default (peak) LR per schedule: the warm-up schedules afford a far higher peak than
+#: CompressAI's/HPCM's constant 1e-4 (bench/time_to_quality.py levers)
+DEFAULT_LR = {"cosine": 2e-3, "linear": 2e-3, "multistep": 1e-4, "plateau": 1e-4}
 
 
 @dataclass
@@ -22,8 +25,8 @@ class TrainConfig:
     """Settings of one training run. Field names are the CLI's ``dest`` names.
 
     The defaults make ``lictrain train`` with no arguments the short-budget recipe on the
-    built-in photos (:data:`DEFAULT_BUDGET_MINUTES` of training); a full HPCM schedule is
-    ``--epochs 3000 --patch-size 256 --lr-schedule multistep``.
+    built-in photos (:data:`DEFAULT_BUDGET_MINUTES` of training, warm-up + cosine LR); HPCM's
+    own schedule is ``--epochs 3000 --patch-size 256 --lr-schedule multistep`` (LR 1e-4).
 
     Length: ``epochs`` alone trains that many epochs; ``budget_minutes`` alone plans the
     number of epochs from a measured step time (:mod:`lictrain.training.budget`); both: the
@@ -46,10 +49,10 @@ class TrainConfig:
     # optimisation
     epochs: int | None = None
     budget_minutes: float | None = None
-    lr: float = 1e-4
+    lr: float | None = None
     aux_lr: float = 1e-3
     clip_max_norm: float | None = 1.0
-    lr_schedule: str = "multistep"
+    lr_schedule: str = "cosine"
     warmup_steps: int | None = None
     seed: int = 0
     device: str = "auto"
@@ -101,7 +104,11 @@ class TrainConfig:
             raise ConfigError(f"--warmup-steps must be a whole number >= 0, got {self.warmup_steps}")
         _positive_int(self, "patch_size", "test_patch_size", "batch_size", "test_batch_size",
                       "epoch_size", "keep_last_n", "adaptive_window")
-        _positive_float(self, "lmbda", "lr", "aux_lr", "w_lr", "gamma_final")
+        _positive_float(self, "lmbda", "aux_lr", "w_lr", "gamma_final")
+        _choice(self, "lr_schedule", LR_SCHEDULES)
+        if self.lr is None:
+            self.lr = self.peak_lr
+        _positive_float(self, "lr")
         if self.num_workers < 0:
             raise ConfigError(f"--num-workers must be >= 0, got {self.num_workers}")
         if self.keep_best < 0:
@@ -115,7 +122,6 @@ class TrainConfig:
         if not 0 <= self.adaptive_threshold < 1:
             raise ConfigError(f"--adaptive_threshold must be in [0, 1), got {self.adaptive_threshold}")
         _choice(self, "metric", ("mse", "ms-ssim"))
-        _choice(self, "lr_schedule", LR_SCHEDULES)
         _choice(self, "precision", PRECISIONS)
         _choice(self, "device", ("auto", "cpu", "cuda"))
         _choice(self, "wandb_mode", ("offline", "online", "disabled"))
@@ -137,6 +143,11 @@ class TrainConfig:
         if self.resume and self.pretrained:
             raise ConfigError("--resume continues a run and --pretrained starts a new one from weights; pass only one")
         return self
+
+    @property
+    def peak_lr(self) -> float:
+        """``lr``, or the default of ``lr_schedule`` (:data:`DEFAULT_LR`) when unset."""
+        return self.lr if self.lr is not None else DEFAULT_LR.get(self.lr_schedule, 1e-4)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON view (for run.json and checkpoints)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from lictrain.cli.common import add_flag, parse_bool
-from lictrain.config import DEFAULT_BUDGET_MINUTES, GAMMA_STRATEGIES, TrainConfig
+from lictrain.config import DEFAULT_BUDGET_MINUTES, DEFAULT_LR, GAMMA_STRATEGIES, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     add_flag(g, "budget_minutes", type=float, metavar="MIN",
              help="train for about MIN minutes: the epoch count comes from a measured step time "
                   f"(default {DEFAULT_BUDGET_MINUTES:g} when --epochs is not given either)")
-    add_flag(g, "lr", "--learning-rate", "--learning_rate", type=float, help=f"default {_D.lr}")
+    add_flag(g, "lr", "--learning-rate", "--learning_rate", type=float,
+             help="(peak) learning rate; default " + ", ".join(f"{v:g} with {k}" for k, v in DEFAULT_LR.items()))
     add_flag(g, "aux_lr", type=float, help=f"EntropyBottleneck quantile LR (default {_D.aux_lr})")
     add_flag(g, "clip_max_norm", type=float, help="gradient clipping norm, 0 disables (default 1.0)")
     add_flag(g, "lr_schedule", help=f"cosine or linear (per batch, after a warm-up), multistep (HPCM's, scaled to "
@@ -149,15 +150,28 @@ def run(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         result = fit(cfg)
-        if result.status == "finished" and cfg.final_eval and int(os.environ.get("RANK", "0")) == 0:
-            closing_evaluation(cfg, result)
+        if result.status == "finished" and int(os.environ.get("RANK", "0")) == 0:
+            report = closing_evaluation(cfg, result) if cfg.final_eval else ""
+            closing_advice(cfg, result, report)
     finally:
         signal.signal(signal.SIGTERM, previous)
         shutdown_distributed()
     return 130 if result.status == "interrupted" else 0
 
 
-def closing_evaluation(cfg: TrainConfig, result: Any) -> None:
+def closing_advice(cfg: TrainConfig, result: Any, report: str) -> None:
+    """Say what a longer budget or a GPU would buy (also appended to final_report.txt)."""
+    from lictrain.training.advice import advice_text
+    from lictrain.training.build import resolve_device
+
+    text = advice_text(result.run_dir, cfg, resolve_device(cfg.device).type)
+    if text:
+        log.info("%s", text)
+        if report:
+            (result.run_dir / "final_report.txt").write_text(report + "\n" + text + "\n")
+
+
+def closing_evaluation(cfg: TrainConfig, result: Any) -> str:
     """Real bitstreams of the best checkpoint on the test photos, beside JPEG 4:2:0's curve."""
     from lictrain.checkpoint import resolve_checkpoint
     from lictrain.data import load_splits
@@ -171,3 +185,4 @@ def closing_evaluation(cfg: TrainConfig, result: Any) -> None:
     report = final_report(best, resolve_device(cfg.device), images)
     (result.run_dir / "final_report.txt").write_text(report.text + "\n")
     log.info("%s", report.text)
+    return report.text

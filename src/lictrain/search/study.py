@@ -155,7 +155,8 @@ def _pruner(settings: StudySettings, base: TrainConfig) -> Any:
 
     if not settings.prune or len(OBJECTIVES[settings.objective][0]) > 1:
         return optuna.pruners.NopPruner()
-    warmup = settings.prune_warmup if settings.prune_warmup is not None else max(1, base.epochs // 5)
+    # a budgeted trial (no --epochs) learns its length only when it calibrates: assume 10 epochs
+    warmup = settings.prune_warmup if settings.prune_warmup is not None else max(1, (base.epochs or 10) // 5)
     return optuna.pruners.MedianPruner(n_startup_trials=settings.prune_startup, n_warmup_steps=warmup)
 
 
@@ -247,12 +248,13 @@ def _check_space(space: dict[str, ParamSpec], objective: str) -> None:
                           "--grid (set it with --lambda) or use --objective bpp-psnr")
 
 
-def _pruning_callback(trial: Any, epochs: int) -> Callable[[int, dict[str, Any]], None]:
+def _pruning_callback(trial: Any, epochs: int | None) -> Callable[[int, dict[str, Any]], None]:
     def report(epoch: int, metrics: dict[str, Any]) -> None:
         value = metrics.get("loss")
         value = float(value) if isinstance(value, (int, float)) else math.nan
         trial.report(value, epoch)
-        if epoch < epochs - 1 and trial.should_prune():  # the last epoch finishes the run anyway
+        last = epochs is not None and epoch >= epochs - 1
+        if not last and trial.should_prune():  # the last epoch finishes the run anyway
             raise StopRun(f"pruned by the median rule after epoch {epoch} (test loss {value:.4g})")
     return report
 

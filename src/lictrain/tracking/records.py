@@ -72,6 +72,8 @@ class RunRecord:
         }
         if resumed:
             self.data["resumed"] = previous.get("resumed", 0) + 1
+            # other notes of the first run (its budget plan, world size, ...) stay on record
+            self.data = {**{k: v for k, v in previous.items() if k != "ended"}, **self.data}
         self.flush()
 
     def _read_existing(self) -> dict[str, Any]:

@@ -87,7 +87,7 @@ class BalancedStrategy:
         self.same_batch = cfg.balanced_update == "same-batch"
         self.task_names = task_names(model, criterion, cfg.balanced_tasks, alignment, device)
         self.optimizer = BalancedOptimizer(
-            net_params, lr=cfg.lr, n_tasks=len(self.task_names), gamma=cfg.gamma, w_lr=cfg.w_lr,
+            net_params, lr=cfg.peak_lr, n_tasks=len(self.task_names), gamma=cfg.gamma, w_lr=cfg.w_lr,
             cautious=cfg.cautious, max_grad_norm=cfg.clip_max_norm, method=cfg.balanced_method,
             balanced_update=cfg.balanced_update,
         )

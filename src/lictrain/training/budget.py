@@ -3,7 +3,7 @@
 Before training, a throwaway copy of the run's model and strategy takes a few real steps on
 real batches and one pass over the test split; the epoch count is the budget left after that
 calibration divided by the measured time of one epoch (its steps, its test pass and its
-checkpoint). The run then *is* an ``--epochs N`` run — the LR and gamma schedules see the
+checkpoint) plus a margin of :data:`PLAN_MARGIN`. The run then *is* an ``--epochs N`` run — the LR and gamma schedules see the
 planned length from the first step, and a resumed run keeps it — and ``fit`` only cuts it
 short if the machine turns out slower than measured (see :class:`BudgetClock`).
 """
@@ -11,12 +11,13 @@ short if the machine turns out slower than measured (see :class:`BudgetClock`).
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 import math
 import statistics
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
@@ -24,7 +25,10 @@ log = logging.getLogger(__name__)
 
 #: steps run untimed first (allocator and kernel warm-up), then timed
 WARMUP_STEPS = 2
-TIMED_STEPS = 4
+TIMED_STEPS = 5
+#: epochs are planned this much longer than measured: a long run on a shared machine averages
+#: slower than a few calibration steps (about 5-10% on the 2-core machine here)
+PLAN_MARGIN = 1.08
 #: a run stops early when its next epoch would end this far (fraction of the budget) past it
 OVERRUN_TOLERANCE = 0.03
 
@@ -51,7 +55,7 @@ class BudgetPlan:
     def describe(self) -> str:
         return (f"budget {self.budget_seconds / 60:.1f} min: {self.step_seconds:.3f} s/step x {self.steps_per_epoch} "
                 f"steps + test {self.test_seconds:.1f} s + checkpoint {self.checkpoint_seconds:.2f} s = "
-                f"{self.epoch_seconds:.1f} s/epoch -> {self.epochs} epochs ({self.epochs * self.steps_per_epoch} steps)")
+                f"{self.epoch_seconds:.1f} s/epoch (+{PLAN_MARGIN - 1:.0%} margin) -> {self.epochs} epochs ({self.epochs * self.steps_per_epoch} steps)")
 
 
 def plan_epochs(available_seconds: float, epoch_seconds: float, max_epochs: int | None = None) -> int:
@@ -62,23 +66,27 @@ def plan_epochs(available_seconds: float, epoch_seconds: float, max_epochs: int 
 
 def measure_step_seconds(step: Callable[[torch.Tensor], Any], batches: Iterable[torch.Tensor],
                          device: torch.device) -> float:
-    """Median seconds of ``step`` over :data:`TIMED_STEPS` batches, after :data:`WARMUP_STEPS`."""
+    """Mean seconds of ``step`` over :data:`TIMED_STEPS` batches, after :data:`WARMUP_STEPS`."""
     times: list[float] = []
-    iterator = iter(batches)
-    for index in range(WARMUP_STEPS + TIMED_STEPS):
-        try:
-            batch = next(iterator)
-        except StopIteration:
-            break
+    for index, batch in enumerate(itertools.islice(_cycle(batches), WARMUP_STEPS + TIMED_STEPS)):
         _synchronize(device)
         started = time.perf_counter()
         step(batch.to(device))
         _synchronize(device)
         if index >= WARMUP_STEPS:
             times.append(time.perf_counter() - started)
-    if not times:
-        raise RuntimeError("the training loader gave too few batches to time a step")
-    return statistics.median(times)
+    return statistics.fmean(times)
+
+
+def _cycle(batches: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+    """``batches`` over and over (an epoch may hold fewer batches than the calibration needs)."""
+    while True:
+        empty = True
+        for batch in batches:
+            empty = False
+            yield batch
+        if empty:
+            raise RuntimeError("the training loader gave no batch to time a step")
 
 
 def measure_seconds(fn: Callable[[], Any], device: torch.device) -> float:
@@ -144,7 +152,7 @@ def plan_budget(cfg: Any, device: torch.device, dist: Any, alignment: int, train
     now = time.perf_counter()
     steps = len(train_loader)
     epoch_seconds = steps * step_seconds + test_seconds + checkpoint_seconds
-    epochs = min(gather_objects(plan_epochs(budget - (now - started), epoch_seconds, cfg.epochs), dist))
+    epochs = min(gather_objects(plan_epochs(budget - (now - started), epoch_seconds * PLAN_MARGIN, cfg.epochs), dist))
     plan = BudgetPlan(budget, now - started, step_seconds, test_seconds, checkpoint_seconds, steps, int(epochs))
     log.info("%s", plan.describe())
     return plan

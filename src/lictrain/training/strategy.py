@@ -23,7 +23,7 @@ class StandardStrategy:
     def __init__(self, cfg: TrainConfig, trained: torch.nn.Module, model: torch.nn.Module,
                  criterion: RateDistortionLoss, net_params: list[torch.nn.Parameter],
                  aux_optimizer: torch.optim.Optimizer | None) -> None:
-        self.optimizer = torch.optim.Adam(net_params, lr=cfg.lr)
+        self.optimizer = torch.optim.Adam(net_params, lr=cfg.peak_lr)
         self._step = StandardStep(trained, criterion, self.optimizer, aux_optimizer, net_params, cfg.clip_max_norm,
                                   aux_model=model)
 

@@ -1,0 +1,89 @@
+"""What more training would buy: the closing words of ``lictrain train``.
+
+Three sources, each named in the text: the run's own test PSNR per minute (how fast it was
+still improving when it stopped), the time-to-quality measurement of the default recipe on
+this project's 2-core CPU (``bench/time_to_quality.py``), and measured GPU step times.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lictrain.tracking.records import read_metrics
+
+
+@dataclass(frozen=True)
+class ReferenceCurve:
+    """A time-to-quality measurement: test PSNR at one λ after so many minutes, and the BD-rate."""
+
+    source: str
+    lmbda: float
+    psnr_by_minutes: tuple[tuple[float, float], ...]
+    minutes_per_lambda: float
+    bd_rate_vs_jpeg: float
+
+
+#: ``bench/time_to_quality.py rd --budget-minutes 15`` with the default recipe (hpcm-tiny,
+#: warm-up + cosine, peak LR 2e-3), 2 shared CPU cores, 2026-11-26; PSNR on chelsea + coffee
+CPU_REFERENCE: ReferenceCurve | None = None
+
+#: seconds per training step (8 crops of 128x128) measured on an H200 (docs/hpcm.md)
+GPU_STEP_SECONDS = {"hpcm-tiny": 0.0585, "mbt2018-mean": 0.0171}
+
+
+def psnr_by_minute(run_dir: Path) -> list[tuple[float, float]]:
+    """(minutes since the run began, test PSNR) after each epoch of ``run_dir``."""
+    record = json.loads((Path(run_dir) / "run.json").read_text())
+    minutes = (record.get("budget") or {}).get("calibration_seconds", 0.0) / 60
+    points = []
+    for row in read_metrics(run_dir):
+        minutes += row.get("epoch_seconds", 0.0) / 60
+        points.append((minutes, float(row["psnr"])))
+    return points
+
+
+def late_slope(points: list[tuple[float, float]]) -> float:
+    """dB per minute over the last quarter of the run (least squares; NaN with < 3 points)."""
+    tail = points[-max(3, len(points) // 4):]
+    if len(tail) < 3:
+        return math.nan
+    n = len(tail)
+    mx = sum(x for x, _ in tail) / n
+    my = sum(y for _, y in tail) / n
+    var = sum((x - mx) ** 2 for x, _ in tail)
+    return sum((x - mx) * (y - my) for x, y in tail) / var if var > 0 else math.nan
+
+
+def advice_text(run_dir: Path, cfg: Any, device_type: str) -> str:
+    """A few lines on what a longer budget or a GPU would buy, for the end of a run."""
+    record = json.loads((Path(run_dir) / "run.json").read_text())
+    budget = record.get("budget") or {}
+    points = psnr_by_minute(run_dir)
+    if not points:
+        return ""
+    minutes, last = points[-1]
+    lines = ["what more training buys:"]
+    steps = len(points) * budget.get("steps_per_epoch", 0)
+    step_seconds = budget.get("step_seconds")
+    pace = f", {steps} steps of {step_seconds:.2f} s" if steps and step_seconds else ""
+    slope = late_slope(points)
+    rising = f"; still rising {slope:.2f} dB/min at the end" if math.isfinite(slope) and slope > 0.05 else ""
+    lines.append(f"  this run: {minutes:.1f} min on {device_type}{pace}; test PSNR {points[0][1]:.1f} -> {last:.1f} dB"
+                 f"{rising}")
+    ref = CPU_REFERENCE
+    if ref is not None:
+        curve = ", ".join(f"{m:g} min {p:.1f} dB" for m, p in ref.psnr_by_minutes)
+        lines.append(f"  longer, same recipe, 2 CPU cores ({ref.source}): λ={ref.lmbda:g} reaches {curve}; "
+                     f"{ref.minutes_per_lambda:g} min at each of 4 λ: BD-rate {ref.bd_rate_vs_jpeg:+.0f}% vs JPEG 4:2:0")
+    gpu = GPU_STEP_SECONDS.get(cfg.model)
+    if device_type == "cpu" and gpu and step_seconds:
+        lines.append(f"  a GPU: an H200 runs this model's step (8x128x128) in {gpu * 1000:.0f} ms, {step_seconds / gpu:.0f}x "
+                     f"this run's pace; `--device auto` uses one, and the same --budget-minutes then buys that many "
+                     f"more steps (or a bigger model: --model hpcm-base)")
+    elif device_type == "cpu":
+        lines.append("  a GPU: `--device auto` uses one; the budget then buys one to two orders of magnitude more steps")
+    return "\n".join(lines)
