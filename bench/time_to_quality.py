@@ -87,6 +87,15 @@ def progress_of(run_dir: Path) -> tuple[list[float], list[float], list[float]]:
     return xs, psnr, loss
 
 
+def run_summary(run_dir: Path) -> str:
+    """``minutes | epochs | steps | s/step`` of a budgeted run, as table cells."""
+    budget = json.loads((run_dir / "run.json").read_text()).get("budget") or {}
+    xs, _, _ = progress_of(run_dir)
+    epochs = len(xs)
+    return (f"{xs[-1] if xs else math.nan:.1f} | {epochs} | {epochs * budget.get('steps_per_epoch', 0)} | "
+            f"{budget.get('step_seconds', math.nan):.3f}")
+
+
 def plot_progress(curves: dict[str, Path], out: Path, title: str) -> None:
     """Test PSNR and loss vs minutes, one line per run."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -132,15 +141,13 @@ def run_rd(args: argparse.Namespace, base: TrainConfig) -> None:
                   f"{base.model}: test PSNR vs training minutes")
 
     lines = [f"# Time to quality: {base.model}, {args.budget_minutes:g} min per λ", "",
-             f"recipe: lr {base.lr:g} ({base.lr_schedule}), batch {base.batch_size}x{base.patch_size}², "
+             f"recipe: peak lr {base.peak_lr:g} ({base.lr_schedule}), batch {base.batch_size}x{base.patch_size}², "
              f"precision {base.precision}; real bitstreams of each run's final checkpoint on "
              f"{', '.join(im.name for im in images)}", "",
-             "| λ | epochs | steps | bpp | PSNR (dB) | MS-SSIM |", "|---|---|---|---|---|---|"]
+             "| λ | minutes | epochs | steps | s/step | bpp | PSNR (dB) | MS-SSIM |", "|---|---|---|---|---|---|---|---|"]
     for (lmbda, run_dir), point in zip(runs.items(), ours.points):
-        budget = json.loads((run_dir / "run.json").read_text()).get("budget") or {}
-        m = point.mean
-        lines.append(f"| {lmbda:g} | {budget.get('epochs', '-')} | {budget.get('epochs', 0) * budget.get('steps_per_epoch', 0)} "
-                     f"| {m['bpp']:.4f} | {m['psnr']:.2f} | {m['ms_ssim']:.4f} |")
+        lines.append(f"| {lmbda:g} | {run_summary(run_dir)} | {point.mean['bpp']:.4f} | {point.mean['psnr']:.2f} "
+                     f"| {point.mean['ms_ssim']:.4f} |")
     lines += ["", "| curve vs JPEG 4:2:0 | BD-rate (PSNR) | BD-PSNR (dB) | overlap | notes |", "|---|---|---|---|---|"]
     for row in table.itertuples():
         lines.append(f"| {row.curve} | {_pct(row.bd_rate_psnr)} | {row.bd_psnr:+.3f} | {row.overlap_psnr:.0%} | {row.notes} |")
@@ -159,13 +166,11 @@ def run_levers(args: argparse.Namespace, base: TrainConfig) -> None:
         cfg = dataclasses.replace(base, lmbda=args.lambdas[0], **overrides)
         runs[name] = train_once(out / f"lever-{index}", cfg)
     lines = [f"# Levers at λ={args.lambdas[0]:g}, {args.budget_minutes:g} min each", "",
-             "| recipe | s/step | epochs | steps | test PSNR | test bpp | test loss |", "|---|---|---|---|---|---|---|"]
+             "| recipe | minutes | epochs | steps | s/step | test PSNR | test bpp | test loss |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, run_dir in runs.items():
-        budget = json.loads((run_dir / "run.json").read_text()).get("budget") or {}
         last = read_metrics(run_dir)[-1]
-        lines.append(f"| {name} | {budget.get('step_seconds', math.nan):.3f} | {budget.get('epochs')} | "
-                     f"{budget.get('epochs', 0) * budget.get('steps_per_epoch', 0)} | {last['psnr']:.2f} | "
-                     f"{last['bpp']:.4f} | {last['loss']:.4f} |")
+        lines.append(f"| {name} | {run_summary(run_dir)} | {last['psnr']:.2f} | {last['bpp']:.4f} | {last['loss']:.4f} |")
     plot_progress(runs, out / "levers.png", f"levers at λ={args.lambdas[0]:g}: test PSNR and loss vs minutes")
     (out / "levers.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

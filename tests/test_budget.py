@@ -10,6 +10,7 @@ import pytest
 from lictrain.cli.main import main
 from lictrain.config import DEFAULT_BUDGET_MINUTES, TrainConfig
 from lictrain.errors import ConfigError
+from lictrain.schedules.lr import FINAL_LR_FACTOR
 from lictrain.tracking.records import read_metrics
 from lictrain.training.budget import BudgetClock, BudgetPlan, plan_epochs
 from lictrain.training.fit import fit
@@ -37,13 +38,20 @@ def test_plan_epoch_seconds_add_steps_test_and_checkpoint() -> None:
     assert "7 epochs (70 steps)" in plan.describe()
 
 
-def test_clock_says_when_the_next_epoch_would_overrun() -> None:
+def test_clock_replans_from_the_pace_kept_so_far() -> None:
     clock = BudgetClock(100.0, started=0.0)
-    assert not clock.next_epoch_overruns(now=99.0)  # nothing measured yet
-    clock.record_epoch(30.0)
-    assert not clock.next_epoch_overruns(now=60.0)  # 90 s <= 100 s
-    assert not clock.next_epoch_overruns(now=72.0)  # 102 s: inside the 3% tolerance
-    assert clock.next_epoch_overruns(now=80.0)  # 110 s
+    assert clock.replan(done=1, planned=5, now=10.0) == 5  # nothing measured yet
+    clock.record_epoch(10.0)
+    clock.record_epoch(20.0)  # 15 s per epoch on average
+    assert clock.replan(done=2, planned=5, now=30.0) == 2 + 4  # 70 s left: 4 more epochs (grows)
+    assert clock.replan(done=2, planned=5, now=90.0) == 2  # 10 s left: stop here
+    capped = BudgetClock(100.0, started=0.0, max_epochs=3)
+    capped.record_epoch(10.0)
+    assert capped.replan(done=1, planned=3, now=10.0) == 3  # --epochs caps the plan
+    fixed = BudgetClock(100.0, started=0.0, can_grow=False)
+    fixed.record_epoch(10.0)
+    assert fixed.replan(done=1, planned=4, now=10.0) == 4  # a gamma schedule: shorten only
+    assert fixed.replan(done=1, planned=4, now=75.0) == 3
 
 
 def test_length_defaults_to_the_budget_when_neither_is_given() -> None:
@@ -70,13 +78,23 @@ def test_budget_run_is_the_epochs_run_it_planned(image_folder: Path, tmp_path: P
 
 
 @pytest.mark.slow
-def test_budget_stops_early_when_the_machine_is_slower_than_measured(image_folder: Path, tmp_path: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(BudgetClock, "next_epoch_overruns", lambda self, now=None: True)
-    result = fit(small_cfg(image_folder, tmp_path / "run", budget_minutes=10, epochs=3), show_progress=False)
+def test_budget_run_follows_its_replan_and_the_lr_schedule_with_it(image_folder: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(BudgetClock, "replan", lambda self, done, planned, now=None: 1)  # "no time left"
+    result = fit(small_cfg(image_folder, tmp_path / "stop", budget_minutes=10, epochs=3), show_progress=False)
     assert result.status == "finished"
     assert [m["epoch"] for m in read_metrics(result.run_dir)] == [0]
-    assert json.loads((result.run_dir / "run.json").read_text())["budget_stopped_after_epochs"] == 1
+    assert json.loads((result.run_dir / "run.json").read_text())["budget_epochs"] == 1
+
+    monkeypatch.setattr(BudgetClock, "replan", lambda self, done, planned, now=None: 3)  # "faster than measured"
+    cfg = small_cfg(image_folder, tmp_path / "grow", budget_minutes=10, epochs=3, warmup_steps=0, lr_schedule="linear")
+    monkeypatch.setattr("lictrain.training.budget.plan_epochs", lambda *a, **k: 2)
+    result = fit(cfg, show_progress=False)
+    lrs = [m["lr"] for m in read_metrics(result.run_dir)]
+    assert len(lrs) == 3
+    # the linear decay was stretched from 4 to 6 steps after epoch 1: epoch 2 starts at step 2 of 6
+    assert lrs[1] == pytest.approx(1e-3 * (1 - (2 / 5) * (1 - FINAL_LR_FACTOR)))
+    assert lrs[2] == pytest.approx(1e-3 * (1 - (4 / 5) * (1 - FINAL_LR_FACTOR)))
 
 
 @pytest.mark.slow

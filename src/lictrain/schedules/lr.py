@@ -65,6 +65,31 @@ def warmup_decay_factor(step: int, total_steps: int, warmup_steps: int, shape: s
     return FINAL_LR_FACTOR + (1.0 - FINAL_LR_FACTOR) * fall
 
 
+class WarmupDecay:
+    """:func:`warmup_decay_factor` as an object whose length can change mid-run.
+
+    A budgeted run re-plans its length as it measures its own pace
+    (:mod:`lictrain.training.budget`); ``LambdaLR`` saves this object's attributes in its
+    state, so a resumed run continues the same schedule.
+    """
+
+    def __init__(self, total_steps: int, warmup_steps: int, shape: str) -> None:
+        self.total_steps = total_steps
+        self.warmup_steps = warmup_steps
+        self.shape = shape
+
+    def __call__(self, step: int) -> float:
+        return warmup_decay_factor(step, self.total_steps, self.warmup_steps, self.shape)
+
+
+def set_total_steps(scheduler: LRScheduler | ReduceLROnPlateau, total_steps: int) -> None:
+    """Change the length of a warm-up/decay schedule (others are left alone) and apply it now."""
+    if isinstance(scheduler, LambdaLR) and all(isinstance(f, WarmupDecay) for f in scheduler.lr_lambdas):
+        for factor in scheduler.lr_lambdas:
+            factor.total_steps = total_steps
+        resync_lr(scheduler)
+
+
 def is_per_step(kind: str) -> bool:
     """True for schedules stepped after every batch rather than every epoch."""
     return kind in STEP_SCHEDULES
@@ -81,7 +106,7 @@ def build_lr_scheduler(optimizer: torch.optim.Optimizer, kind: str, epochs: int,
     if kind in STEP_SCHEDULES:
         total = epochs * steps_per_epoch
         warmup = min(total, warmup_steps if warmup_steps is not None else default_warmup_steps(total))
-        return LambdaLR(optimizer, lambda step: warmup_decay_factor(step, total, warmup, kind))
+        return LambdaLR(optimizer, WarmupDecay(total, warmup, kind))
     if kind == "multistep":
         milestones = hpcm_milestones(epochs)
         return LambdaLR(optimizer, lambda epoch: multistep_factor(epoch, milestones))

@@ -72,18 +72,19 @@ def advice_text(run_dir: Path, cfg: Any, device_type: str) -> str:
     pace = f", {steps} steps of {step_seconds:.2f} s" if steps and step_seconds else ""
     slope = late_slope(points)
     rising = f"; still rising {slope:.2f} dB/min at the end" if math.isfinite(slope) and slope > 0.05 else ""
-    lines.append(f"  this run: {minutes:.1f} min on {device_type}{pace}; test PSNR {points[0][1]:.1f} -> {last:.1f} dB"
-                 f"{rising}")
+    lines.append(f"  this run: {minutes:.1f} min on {device_type}{pace}; "
+                 f"test PSNR {points[0][1]:.1f} -> {last:.1f} dB{rising}")
     ref = CPU_REFERENCE
     if ref is not None:
         curve = ", ".join(f"{m:g} min {p:.1f} dB" for m, p in ref.psnr_by_minutes)
         lines.append(f"  longer, same recipe, 2 CPU cores ({ref.source}): λ={ref.lmbda:g} reaches {curve}; "
-                     f"{ref.minutes_per_lambda:g} min at each of 4 λ: BD-rate {ref.bd_rate_vs_jpeg:+.0f}% vs JPEG 4:2:0")
+                     f"{ref.minutes_per_lambda:g} min at each of 4 λ: "
+                     f"BD-rate {ref.bd_rate_vs_jpeg:+.0f}% vs JPEG 4:2:0")
     gpu = GPU_STEP_SECONDS.get(cfg.model)
     if device_type == "cpu" and gpu and step_seconds:
-        lines.append(f"  a GPU: an H200 runs this model's step (8x128x128) in {gpu * 1000:.0f} ms, {step_seconds / gpu:.0f}x "
-                     f"this run's pace; `--device auto` uses one, and the same --budget-minutes then buys that many "
-                     f"more steps (or a bigger model: --model hpcm-base)")
+        lines.append(f"  a GPU: an H200 runs this model's step (8x128x128) in {gpu * 1000:.0f} ms, "
+                     f"{step_seconds / gpu:.0f}x this run's pace; `--device auto` uses one, and the same "
+                     f"--budget-minutes then buys that many more steps (or a bigger model: --model hpcm-base)")
     elif device_type == "cpu":
-        lines.append("  a GPU: `--device auto` uses one; the budget then buys one to two orders of magnitude more steps")
+        lines.append("  a GPU: `--device auto` uses one; the same budget then buys many times the steps")
     return "\n".join(lines)

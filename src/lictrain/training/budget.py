@@ -3,9 +3,10 @@
 Before training, a throwaway copy of the run's model and strategy takes a few real steps on
 real batches and one pass over the test split; the epoch count is the budget left after that
 calibration divided by the measured time of one epoch (its steps, its test pass and its
-checkpoint) plus a margin of :data:`PLAN_MARGIN`. The run then *is* an ``--epochs N`` run — the LR and gamma schedules see the
-planned length from the first step, and a resumed run keeps it — and ``fit`` only cuts it
-short if the machine turns out slower than measured (see :class:`BudgetClock`).
+checkpoint) times :data:`PLAN_MARGIN`. The run then *is* an ``--epochs N`` run — the LR
+and gamma schedules see the planned length from the first step, and a resumed run keeps
+it — and ``fit`` only cuts it short if the machine turns out slower than measured (see
+:class:`BudgetClock`).
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ class BudgetPlan:
     def describe(self) -> str:
         return (f"budget {self.budget_seconds / 60:.1f} min: {self.step_seconds:.3f} s/step x {self.steps_per_epoch} "
                 f"steps + test {self.test_seconds:.1f} s + checkpoint {self.checkpoint_seconds:.2f} s = "
-                f"{self.epoch_seconds:.1f} s/epoch (+{PLAN_MARGIN - 1:.0%} margin) -> {self.epochs} epochs ({self.epochs * self.steps_per_epoch} steps)")
+                f"{self.epoch_seconds:.1f} s/epoch (+{PLAN_MARGIN - 1:.0%} margin) -> {self.epochs} epochs "
+                f"({self.epochs * self.steps_per_epoch} steps)")
 
 
 def plan_epochs(available_seconds: float, epoch_seconds: float, max_epochs: int | None = None) -> int:
@@ -111,22 +113,36 @@ def _synchronize(device: torch.device) -> None:
 
 
 class BudgetClock:
-    """Watches a budgeted run's wall clock; says when the next epoch would overrun it."""
+    """Re-plans a budgeted run's length from the pace it actually keeps.
 
-    def __init__(self, budget_seconds: float, started: float) -> None:
+    The calibration measures a handful of steps; a shared machine can then run faster or
+    slower for minutes. After every epoch the run asks :meth:`replan` how many epochs fit
+    before the deadline at the mean pace so far, and lengthens or shortens itself (its LR
+    schedule follows; a gamma schedule, fixed to its planned length, only lets it shorten).
+    """
+
+    def __init__(self, budget_seconds: float, started: float, max_epochs: int | None = None,
+                 can_grow: bool = True) -> None:
         self.deadline = started + budget_seconds
-        self.tolerance = OVERRUN_TOLERANCE * budget_seconds
+        self.max_epochs = max_epochs
+        self.can_grow = can_grow
         self.epoch_times: list[float] = []
 
     def record_epoch(self, seconds: float) -> None:
         self.epoch_times.append(seconds)
 
-    def next_epoch_overruns(self, now: float | None = None) -> bool:
-        """True when one more epoch (at the mean measured pace) would end past the deadline."""
+    def replan(self, done: int, planned: int, now: float | None = None) -> int:
+        """Total epochs for the run, given ``done`` finished ones and ``planned`` so far."""
         if not self.epoch_times:
-            return False
+            return planned
         now = time.perf_counter() if now is None else now
-        return now + statistics.fmean(self.epoch_times) > self.deadline + self.tolerance
+        fits = max(0, math.floor((self.deadline - now) / statistics.fmean(self.epoch_times)))
+        total = done + fits
+        if self.max_epochs is not None:
+            total = min(total, self.max_epochs)
+        if not self.can_grow:
+            total = min(total, planned)
+        return max(total, done)
 
 
 def plan_budget(cfg: Any, device: torch.device, dist: Any, alignment: int, train_loader: Any, test_loader: Any,
@@ -147,7 +163,7 @@ def plan_budget(cfg: Any, device: torch.device, dist: Any, alignment: int, train
     step_seconds = measure_step_seconds(probe.strategy.step, train_loader, device)
     test_seconds = measure_seconds(lambda: test_epoch(probe.model, probe.criterion, test_loader, device), device)
     checkpoint_seconds = serialise_seconds(probe.model.state_dict(), probe.strategy.optimizer.state_dict())
-    del probe
+
     budget = cfg.budget_minutes * 60.0
     now = time.perf_counter()
     steps = len(train_loader)

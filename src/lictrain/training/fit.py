@@ -23,10 +23,10 @@ from lictrain.checkpoint import resolve_checkpoint
 from lictrain.config import TrainConfig
 from lictrain.errors import ConfigError, StopRun
 from lictrain.models import get_spec
-from lictrain.schedules.lr import build_lr_scheduler, is_per_step, resync_lr, step_lr_scheduler
+from lictrain.schedules.lr import build_lr_scheduler, is_per_step, resync_lr, set_total_steps, step_lr_scheduler
 from lictrain.training.budget import BudgetClock, plan_budget
 from lictrain.training.build import build_loaders, build_parts, check_alignment, resolve_device, seed_everything
-from lictrain.training.distributed import DistInfo, check_in_sync, gather_objects, init_distributed
+from lictrain.training.distributed import check_in_sync, gather_objects, init_distributed
 from lictrain.training.loop import format_summary, test_epoch, train_one_epoch
 from lictrain.training.outputs import RunOutputs
 from lictrain.training.state import TrainState
@@ -58,11 +58,6 @@ def prepare_run_dir(cfg: TrainConfig, create: bool = True) -> Path:
     return run_dir
 
 
-def _agree(flag: bool, dist: DistInfo) -> bool:
-    """``flag`` if any rank says so (ranks must stop at the same epoch)."""
-    return any(gather_objects(flag, dist))
-
-
 def fit(cfg: TrainConfig, show_progress: bool | None = None,
         epoch_callback: Callable[[int, dict[str, Any]], None] | None = None) -> RunResult:
     """Train ``cfg.model`` per ``cfg``; returns when finished, interrupted or stopped.
@@ -84,7 +79,7 @@ def fit(cfg: TrainConfig, show_progress: bool | None = None,
 
     # -- data, (budget plan), model, loss, optimisation -------------------------------------
     train_loader, test_loader, _ = build_loaders(cfg, device, dist)
-    plan = None
+    plan, requested_epochs = None, cfg.epochs
     if cfg.budget_minutes is not None and resume_file is None:
         plan = plan_budget(cfg, device, dist, alignment, train_loader, test_loader, started)
         cfg = dataclasses.replace(cfg, epochs=plan.epochs)
@@ -107,6 +102,7 @@ def fit(cfg: TrainConfig, show_progress: bool | None = None,
             start_epoch, best_loss = state.restore(outputs.load(resume_file, map_location=device), resume_file)
             if after_step is not None:  # an interrupted epoch is repeated from its first batch
                 lr_scheduler.last_epoch = start_epoch * steps_per_epoch
+                set_total_steps(lr_scheduler, cfg.epochs * steps_per_epoch)  # --epochs may change on resume
                 resync_lr(lr_scheduler)
             log.info("resumed from %s at epoch %d", resume_file, start_epoch)
         outputs.open_records(cfg, resumed=resume_file is not None, start_epoch=start_epoch, world_size=dist.world_size)
@@ -117,10 +113,14 @@ def fit(cfg: TrainConfig, show_progress: bool | None = None,
         raise
 
     log.info("run directory: %s", run_dir)
-    clock = BudgetClock(plan.budget_seconds, started) if plan is not None else None
+    total_epochs = cfg.epochs
+    clock = None
+    if plan is not None:  # a gamma schedule is fixed to the planned length: the run may only shorten
+        clock = BudgetClock(plan.budget_seconds, started, max_epochs=requested_epochs,
+                            can_grow=not (cfg.use_balanced and cfg.adaptive_gamma))
     epoch = start_epoch
     try:
-        for epoch in range(start_epoch, cfg.epochs):
+        while epoch < total_epochs:
             epoch_started = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]
             strategy.begin_epoch(epoch)
@@ -143,17 +143,21 @@ def fit(cfg: TrainConfig, show_progress: bool | None = None,
                        "skipped_steps": train_stats.skipped, "epoch_seconds": seconds,
                        "train_images_per_second": steps_per_epoch * cfg.batch_size * dist.world_size / train_seconds}
             outputs.log_epoch(epoch, metrics)
-            log.info(format_summary(epoch, cfg.epochs, train_stats, test_stats, lr, seconds, schedule_values))
+            log.info(format_summary(epoch, total_epochs, train_stats, test_stats, lr, seconds, schedule_values))
+            if clock is not None:  # before the checkpoint, so that it carries the new length
+                clock.record_epoch(seconds + plan.checkpoint_seconds)
+                replanned = min(gather_objects(clock.replan(epoch + 1, total_epochs), dist))
+                if replanned != total_epochs:
+                    log.info("re-planned to %d epochs: %.1f s per epoch so far, %.1f min of the budget left",
+                             replanned, seconds, (clock.deadline - time.perf_counter()) / 60)
+                    total_epochs = replanned
+                    set_total_steps(lr_scheduler, total_epochs * steps_per_epoch)
+                    state.config["epochs"] = total_epochs  # what a resumed run continues to
+                    outputs.note("budget_epochs", total_epochs)
             outputs.save_checkpoint(**state.capture(epoch, test_loss, best_loss, completed=True))
             if epoch_callback is not None:
                 epoch_callback(epoch, metrics)
-            if clock is not None:
-                clock.record_epoch(time.perf_counter() - epoch_started)  # checkpoint included
-                if epoch + 1 < cfg.epochs and _agree(clock.next_epoch_overruns(), dist):
-                    log.warning("stopping after epoch %d of %d: the next one would overrun --budget-minutes %g "
-                                "(this machine ran slower than calibrated)", epoch + 1, cfg.epochs, cfg.budget_minutes)
-                    outputs.note("budget_stopped_after_epochs", epoch + 1)
-                    break
+            epoch += 1
     except StopRun as stop:
         outputs.finish("stopped", reason=stop.reason, best_loss=best_loss)
         log.info("stopped after epoch %d: %s", epoch, stop.reason)
