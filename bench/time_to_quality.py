@@ -50,14 +50,16 @@ LAMBDAS = (0.0018, 0.0067, 0.025, 0.0483)
 ANCHOR_QUALITIES = (2, 5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95)
 #: recipes compared by ``levers``: name -> TrainConfig overrides on top of the defaults
 LEVERS: dict[str, dict[str, Any]] = {
-    "compressai-recipe (Adam 1e-4, constant)": {"lr_schedule": "multistep", "lr": 1e-4},
-    "warm-up + cosine, peak 5e-4": {"lr_schedule": "cosine", "lr": 5e-4},
+    "Adam 1e-4, HPCM's step decay (CompressAI's usual)": {"lr_schedule": "multistep", "lr": 1e-4},
     "warm-up + cosine, peak 1e-3": {"lr_schedule": "cosine", "lr": 1e-3},
-    "warm-up + cosine, peak 2e-3": {"lr_schedule": "cosine", "lr": 2e-3},
-    "cosine 1e-3, batch 4": {"lr_schedule": "cosine", "lr": 1e-3, "batch_size": 4},
-    "cosine 1e-3, bmshj2018-hyperprior": {"lr_schedule": "cosine", "lr": 1e-3, "model": "bmshj2018-hyperprior"},
-    "cosine 1e-3, channels_last": {"lr_schedule": "cosine", "lr": 1e-3, "channels_last": True},
+    "warm-up + cosine, peak 2e-3 (default)": {"lr_schedule": "cosine", "lr": 2e-3},
+    "warm-up + cosine, peak 4e-3": {"lr_schedule": "cosine", "lr": 4e-3},
+    "default, batch 4": {"batch_size": 4},
+    "default, bmshj2018-hyperprior": {"model": "bmshj2018-hyperprior"},
 }
+
+#: the λ of ``levers`` unless --lambdas names one
+LEVERS_LAMBDA = 0.0067
 
 log = logging.getLogger("time_to_quality")
 
@@ -141,16 +143,19 @@ def run_rd(args: argparse.Namespace, base: TrainConfig) -> None:
                   f"{base.model}: test PSNR vs training minutes")
 
     lines = [f"# Time to quality: {base.model}, {args.budget_minutes:g} min per λ", "",
-             f"recipe: peak lr {base.peak_lr:g} ({base.lr_schedule}), batch {base.batch_size}x{base.patch_size}², "
+             f"recipe: peak lr {base.peak_lr:g} ({base.lr_schedule}), "
+             f"batch {base.batch_size}x{base.patch_size}², "
              f"precision {base.precision}; real bitstreams of each run's final checkpoint on "
              f"{', '.join(im.name for im in images)}", "",
-             "| λ | minutes | epochs | steps | s/step | bpp | PSNR (dB) | MS-SSIM |", "|---|---|---|---|---|---|---|---|"]
+             "| λ | minutes | epochs | steps | s/step | bpp | PSNR (dB) | MS-SSIM |",
+             "|---|---|---|---|---|---|---|---|"]
     for (lmbda, run_dir), point in zip(runs.items(), ours.points):
         lines.append(f"| {lmbda:g} | {run_summary(run_dir)} | {point.mean['bpp']:.4f} | {point.mean['psnr']:.2f} "
                      f"| {point.mean['ms_ssim']:.4f} |")
     lines += ["", "| curve vs JPEG 4:2:0 | BD-rate (PSNR) | BD-PSNR (dB) | overlap | notes |", "|---|---|---|---|---|"]
     for row in table.itertuples():
-        lines.append(f"| {row.curve} | {_pct(row.bd_rate_psnr)} | {row.bd_psnr:+.3f} | {row.overlap_psnr:.0%} | {row.notes} |")
+        lines.append(f"| {row.curve} | {_pct(row.bd_rate_psnr)} | {row.bd_psnr:+.3f} | {row.overlap_psnr:.0%} "
+                     f"| {row.notes} |")
     (out / "rd.md").write_text("\n".join(lines) + "\n")
     frame.to_json(out / "rd.json", orient="records", indent=1)
     print("\n".join(lines))
@@ -161,17 +166,19 @@ def run_levers(args: argparse.Namespace, base: TrainConfig) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     chosen = {k: v for k, v in LEVERS.items() if not args.only or any(s in k for s in args.only)}
+    lmbda = args.lambdas[0] if args.lambdas != list(LAMBDAS) else LEVERS_LAMBDA
     runs = {}
     for index, (name, overrides) in enumerate(chosen.items()):
-        cfg = dataclasses.replace(base, lmbda=args.lambdas[0], **overrides)
+        cfg = dataclasses.replace(base, lmbda=lmbda, **overrides)
         runs[name] = train_once(out / f"lever-{index}", cfg)
-    lines = [f"# Levers at λ={args.lambdas[0]:g}, {args.budget_minutes:g} min each", "",
+    lines = [f"# Levers at λ={lmbda:g}, {args.budget_minutes:g} min each", "",
              "| recipe | minutes | epochs | steps | s/step | test PSNR | test bpp | test loss |",
              "|---|---|---|---|---|---|---|---|"]
     for name, run_dir in runs.items():
         last = read_metrics(run_dir)[-1]
-        lines.append(f"| {name} | {run_summary(run_dir)} | {last['psnr']:.2f} | {last['bpp']:.4f} | {last['loss']:.4f} |")
-    plot_progress(runs, out / "levers.png", f"levers at λ={args.lambdas[0]:g}: test PSNR and loss vs minutes")
+        lines.append(f"| {name} | {run_summary(run_dir)} | {last['psnr']:.2f} | {last['bpp']:.4f} "
+                     f"| {last['loss']:.4f} |")
+    plot_progress(runs, out / "levers.png", f"levers at λ={lmbda:g}: test PSNR and loss vs minutes")
     (out / "levers.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"\nwrote {out / 'levers.md'}, {out / 'levers.png'}")
@@ -190,10 +197,11 @@ def run_steps(args: argparse.Namespace, base: TrainConfig) -> None:
     device = resolve_device(base.device)
     cfg = dataclasses.replace(base, epochs=1, budget_minutes=None, epoch_size=base.batch_size * 12)
     loader, _, _ = build_loaders(cfg, device)
-    variants = {"fp32 (default)": {}, "channels_last": {"channels_last": True}, "bf16 autocast": {"precision": "bf16"},
-                "compile g_a/g_s": {"compile": True}}
+    variants = {"fp32 (default)": {}, "channels_last": {"channels_last": True},
+                "bf16 autocast": {"precision": "bf16"}, "compile g_a/g_s": {"compile": True}}
     lines = [f"# Step time of {cfg.model}, {cfg.batch_size}x{cfg.patch_size}², {device}, "
-             f"{torch.get_num_threads()} threads", "", "| lever | s/step | x fp32 | first steps (s) |", "|---|---|---|---|"]
+             f"{torch.get_num_threads()} threads", "",
+             "| lever | s/step | x fp32 | first steps (s) |", "|---|---|---|---|"]
     reference = None
     for name, overrides in variants.items():
         if args.only and not any(o in name for o in args.only):
@@ -243,7 +251,8 @@ def main() -> None:
         if key not in types:
             raise SystemExit(f"--set {item}: no TrainConfig field {key!r}")
         current = getattr(base, key)
-        parsed: Any = value if isinstance(current, str) else json.loads(value.lower() if value in ("True", "False") else value)
+        text = value.lower() if value in ("True", "False") else value
+        parsed: Any = value if isinstance(current, str) else json.loads(text)
         base = dataclasses.replace(base, **{key: parsed})
     {"rd": run_rd, "levers": run_levers, "steps": run_steps}[args.what](args, base)
 

@@ -86,3 +86,23 @@ def test_unwritable_save_path(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
 def test_models_lists_the_zoo(capsys: pytest.CaptureFixture) -> None:
     assert main(["models"]) == 0
     assert "bmshj2018-hyperprior" in capsys.readouterr().out
+
+
+def test_speed_and_schedule_flags_parse_in_both_spellings() -> None:
+    cfg = cfg_of("--precision", "bf16", "--channels_last", "--compile", "--lr_schedule", "linear", "--warmup_steps", "0")
+    assert (cfg.precision, cfg.channels_last, cfg.compile, cfg.lr_schedule, cfg.warmup_steps) == ("bf16", True, True,
+                                                                                                 "linear", 0)
+    assert cfg_of("--channels-last").channels_last and cfg.lr == 2e-3
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--lr-schedule", "exponential"], "--lr-schedule must be one of multistep, plateau, cosine, linear"),
+    (["--precision", "fp16"], "--precision must be one of fp32, bf16"),
+    (["--warmup-steps", "-2"], "--warmup-steps must be a whole number >= 0"),
+])
+def test_bad_recipe_flags_are_one_line_errors(argv: list[str], message: str, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--save_path", str(tmp_path / "run"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()

@@ -6,8 +6,15 @@ import pytest
 import torch
 
 from lictrain.errors import ConfigError
-from lictrain.schedules.lr import (FINAL_LR_FACTOR, build_lr_scheduler, default_warmup_steps, hpcm_milestones,
-                                   is_per_step, multistep_factor, warmup_decay_factor)
+from lictrain.schedules.lr import (
+    FINAL_LR_FACTOR,
+    build_lr_scheduler,
+    default_warmup_steps,
+    hpcm_milestones,
+    is_per_step,
+    multistep_factor,
+    warmup_decay_factor,
+)
 
 
 def test_hpcm_milestones_at_3000_epochs() -> None:
@@ -81,12 +88,14 @@ def test_unknown_schedule_names_the_choices() -> None:
         build_lr_scheduler(opt, "exponential", 10)
 
 
-def test_default_lr_follows_the_schedule() -> None:
-    from lictrain.config import DEFAULT_LR, TrainConfig
+def test_default_lr_is_high_for_budgets_and_conventional_otherwise() -> None:
+    from lictrain.config import CONVENTIONAL_LR, SHORT_BUDGET_LR, TrainConfig
 
-    assert TrainConfig().validate().lr == DEFAULT_LR["cosine"] > 1e-4
-    assert TrainConfig(lr_schedule="multistep").validate().lr == pytest.approx(1e-4)
-    assert TrainConfig(lr_schedule="multistep").peak_lr == pytest.approx(1e-4)  # also before validate()
+    assert TrainConfig().validate().lr == SHORT_BUDGET_LR > CONVENTIONAL_LR == 1e-4  # the main job
+    assert TrainConfig(budget_minutes=15, epochs=100).validate().lr == SHORT_BUDGET_LR
+    assert TrainConfig(epochs=3000).validate().lr == pytest.approx(CONVENTIONAL_LR)  # a long run: 1e-4
+    assert TrainConfig(lr_schedule="multistep").validate().lr == pytest.approx(CONVENTIONAL_LR)
+    assert TrainConfig(epochs=5).peak_lr == pytest.approx(CONVENTIONAL_LR)  # also before validate()
     assert TrainConfig(lr=3e-4).validate().lr == pytest.approx(3e-4)
     with pytest.raises(ConfigError, match="--lr must be a positive number"):
         TrainConfig(lr=-1.0).validate()

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from lictrain.cli.main import main
-from lictrain.tracking.records import read_metrics
 from lictrain.schedules.gamma import HPCMGammaScheduler
+from lictrain.schedules.lr import warmup_decay_factor
+from lictrain.tracking.records import read_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -75,9 +76,17 @@ def test_balanced_adaptive_resume_is_exact(image_folder: Path, tmp_path: Path, m
 
 
 def test_resume_with_more_epochs_follows_the_new_lr_schedule(image_folder: Path, tmp_path: Path) -> None:
-    train(image_folder, tmp_path / "b", "--epochs", "2")  # E=2: the LR drops at epoch 2
+    train(image_folder, tmp_path / "b", "--epochs", "2", "--lr-schedule", "multistep")  # E=2: LR drops at epoch 2
     assert main(["train", "--resume", str(tmp_path / "b"), "--epochs", "4", "--wandb-mode", "disabled"]) == 0
     assert [m["lr"] for m in read_metrics(tmp_path / "b")] == pytest.approx([1e-4] * 4)
+
+
+def test_resume_with_more_epochs_stretches_the_cosine(image_folder: Path, tmp_path: Path) -> None:
+    train(image_folder, tmp_path / "c", "--epochs", "2")  # 2 steps per epoch, warm-up 1 step, cosine over 4
+    assert main(["train", "--resume", str(tmp_path / "c"), "--epochs", "4", "--wandb-mode", "disabled"]) == 0
+    expected = [warmup_decay_factor(0, 4, 1), warmup_decay_factor(2, 4, 1),
+                warmup_decay_factor(4, 8, 1), warmup_decay_factor(6, 8, 1)]
+    assert [m["lr"] for m in read_metrics(tmp_path / "c")] == pytest.approx([1e-4 * f for f in expected])
 
 
 def test_per_scale_gamma_schedules(image_folder: Path, tmp_path: Path) -> None:

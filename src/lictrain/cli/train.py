@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from lictrain.cli.common import add_flag, parse_bool
-from lictrain.config import DEFAULT_BUDGET_MINUTES, DEFAULT_LR, GAMMA_STRATEGIES, TrainConfig
+from lictrain.config import CONVENTIONAL_LR, DEFAULT_BUDGET_MINUTES, GAMMA_STRATEGIES, SHORT_BUDGET_LR, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
              help="train for about MIN minutes: the epoch count comes from a measured step time "
                   f"(default {DEFAULT_BUDGET_MINUTES:g} when --epochs is not given either)")
     add_flag(g, "lr", "--learning-rate", "--learning_rate", type=float,
-             help="(peak) learning rate; default " + ", ".join(f"{v:g} with {k}" for k, v in DEFAULT_LR.items()))
+             help=f"(peak) learning rate; default {SHORT_BUDGET_LR:g} for a budgeted run with the cosine/linear "
+                  f"schedule, else {CONVENTIONAL_LR:g}")
     add_flag(g, "aux_lr", type=float, help=f"EntropyBottleneck quantile LR (default {_D.aux_lr})")
     add_flag(g, "clip_max_norm", type=float, help="gradient clipping norm, 0 disables (default 1.0)")
     add_flag(g, "lr_schedule", help=f"cosine or linear (per batch, after a warm-up), multistep (HPCM's, scaled to "
