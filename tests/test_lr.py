@@ -97,5 +97,7 @@ def test_default_lr_is_high_for_budgets_and_conventional_otherwise() -> None:
     assert TrainConfig(lr_schedule="multistep").validate().lr == pytest.approx(CONVENTIONAL_LR)
     assert TrainConfig(epochs=5).peak_lr == pytest.approx(CONVENTIONAL_LR)  # also before validate()
     assert TrainConfig(lr=3e-4).validate().lr == pytest.approx(3e-4)
+    # each model its own short-budget peak: CompressAI's hyperprior diverged at 2e-3
+    assert TrainConfig(model="bmshj2018-hyperprior").validate().lr == pytest.approx(1e-3)
     with pytest.raises(ConfigError, match="--lr must be a positive number"):
         TrainConfig(lr=-1.0).validate()

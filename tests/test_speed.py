@@ -76,6 +76,16 @@ def test_channels_last_matches_the_default_layout() -> None:
     torch.testing.assert_close(trained(x)["x_hat"], reference, rtol=1e-4, atol=1e-5)
 
 
+def test_channels_last_works_for_hpcm_with_its_5d_tensor() -> None:
+    torch.manual_seed(0)
+    model = build_model("hpcm-tiny", 1).eval()
+    assert any(p.dim() == 5 for p in model.parameters()) or any(b.dim() == 5 for b in model.buffers())
+    x = _batch(3)
+    reference = model(x)["x_hat"]
+    trained = apply_speed_levers(model, TrainConfig(channels_last=True), CPU)
+    torch.testing.assert_close(trained(x)["x_hat"], reference, rtol=1e-4, atol=1e-4)
+
+
 def test_no_lever_returns_the_model_itself() -> None:
     model = build_model("bmshj2018-factorized", 1)
     assert apply_speed_levers(model, TrainConfig(), CPU) is model

@@ -15,8 +15,10 @@ GAMMA_STRATEGIES = ("linear", "cosine", "step", "adaptive", "hpcm")
 PRECISIONS = ("fp32", "bf16")
 #: training minutes of ``lictrain train`` when neither --epochs nor --budget-minutes is given
 DEFAULT_BUDGET_MINUTES = 6.0
-#: default peak LR of a budgeted run with a warm-up schedule: far above CompressAI's/HPCM's 1e-4,
-#: which is what pays in minutes (bench/time_to_quality.py levers; 8e-3 diverged)
+#: default peak LR of a budgeted run with a warm-up schedule, for the default model: far above
+#: CompressAI's/HPCM's 1e-4, which is what pays in minutes (bench/time_to_quality.py levers).
+#: Each registered model carries its own (``ModelSpec.short_budget_lr``): bmshj2018-hyperprior
+#: diverged at 2e-3.
 SHORT_BUDGET_LR = 2e-3
 #: default LR of every other run (an --epochs run, or multistep/plateau): CompressAI's and HPCM's
 CONVENTIONAL_LR = 1e-4
@@ -148,12 +150,20 @@ class TrainConfig:
 
     @property
     def peak_lr(self) -> float:
-        """``lr``, else the default: :data:`SHORT_BUDGET_LR` for a budgeted run (a budget given, or
-        no ``epochs``) with a warm-up schedule, :data:`CONVENTIONAL_LR` for any other."""
+        """``lr``, else the default: the model's ``short_budget_lr`` (2e-3 for hpcm-tiny, 1e-3 for
+        models not measured) for a budgeted run (a budget given, or no ``epochs``) with a
+        warm-up schedule, :data:`CONVENTIONAL_LR` for any other."""
         if self.lr is not None:
             return self.lr
         budgeted = self.budget_minutes is not None or self.epochs is None
-        return SHORT_BUDGET_LR if budgeted and self.lr_schedule in ("cosine", "linear") else CONVENTIONAL_LR
+        if not (budgeted and self.lr_schedule in ("cosine", "linear")):
+            return CONVENTIONAL_LR
+        from lictrain.models import get_spec
+
+        try:
+            return get_spec(self.model).short_budget_lr
+        except ConfigError:  # an unknown --model is reported where the model is built
+            return SHORT_BUDGET_LR
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON view (for run.json and checkpoints)."""

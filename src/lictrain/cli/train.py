@@ -59,8 +59,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
              help="train for about MIN minutes: the epoch count comes from a measured step time "
                   f"(default {DEFAULT_BUDGET_MINUTES:g} when --epochs is not given either)")
     add_flag(g, "lr", "--learning-rate", "--learning_rate", type=float,
-             help=f"(peak) learning rate; default {SHORT_BUDGET_LR:g} for a budgeted run with the cosine/linear "
-                  f"schedule, else {CONVENTIONAL_LR:g}")
+             help=f"(peak) learning rate; default for a budgeted run with the cosine/linear schedule: the "
+                  f"model's short-budget peak ({SHORT_BUDGET_LR:g} for hpcm-tiny, 1e-3 otherwise), else "
+                  f"{CONVENTIONAL_LR:g}")
     add_flag(g, "aux_lr", type=float, help=f"EntropyBottleneck quantile LR (default {_D.aux_lr})")
     add_flag(g, "clip_max_norm", type=float, help="gradient clipping norm, 0 disables (default 1.0)")
     add_flag(g, "lr_schedule", help=f"cosine or linear (per batch, after a warm-up), multistep (HPCM's, scaled to "

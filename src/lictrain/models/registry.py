@@ -35,6 +35,8 @@ class ModelSpec:
         alignment: input height/width must be a multiple of this (total downsampling).
         qualities: valid ``--quality`` values (they pick the network width).
         description: one line for ``lictrain models``.
+        short_budget_lr: default peak LR of a budgeted run (warm-up + cosine); measured per
+            model by ``bench/time_to_quality.py levers`` where known, else a cautious 1e-3.
     """
 
     name: str
@@ -42,20 +44,23 @@ class ModelSpec:
     alignment: int
     qualities: tuple[int, ...]
     description: str = ""
+    short_budget_lr: float = 1e-3
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
 def register_model(
-    name: str, *, alignment: int, qualities: range | tuple[int, ...], description: str = ""
+    name: str, *, alignment: int, qualities: range | tuple[int, ...], description: str = "",
+    short_budget_lr: float = 1e-3,
 ) -> Callable[[ModelFactory], ModelFactory]:
     """Decorator adding a ``quality -> nn.Module`` factory to the registry under ``name``."""
 
     def decorator(factory: ModelFactory) -> ModelFactory:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is already registered")
-        _REGISTRY[name] = ModelSpec(name, factory, alignment, tuple(qualities), description or (factory.__doc__ or "").strip().splitlines()[0])
+        doc = description or (factory.__doc__ or "").strip().splitlines()[0]
+        _REGISTRY[name] = ModelSpec(name, factory, alignment, tuple(qualities), doc, short_budget_lr)
         return factory
 
     return decorator

@@ -64,6 +64,18 @@ def keep_float32(module: torch.nn.Module, device_type: str) -> None:
     module.register_forward_hook(after, with_kwargs=True, always_call=True)
 
 
+def to_channels_last(model: torch.nn.Module) -> None:
+    """Store every 4-D parameter and buffer NHWC, in place.
+
+    ``model.to(memory_format=torch.channels_last)`` refuses models holding a 5-D tensor
+    (HPCM has one); other ranks have no NHWC layout and are left as they are.
+    """
+    with torch.no_grad():
+        for tensor in (*model.parameters(), *model.buffers()):
+            if tensor.dim() == 4:
+                tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
+
+
 class FastForward(torch.nn.Module):
     """Wraps a codec for training steps: NHWC batches and bf16 autocast as configured.
 
@@ -99,7 +111,7 @@ def apply_speed_levers(model: torch.nn.Module, cfg: TrainConfig, device: torch.d
             if isinstance(module, float32_module_types()):
                 keep_float32(module, device.type)
     if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
+        to_channels_last(model)
     if cfg.compile:
         compiled = [name for name in COMPILED_TRANSFORMS if isinstance(getattr(model, name, None), torch.nn.Module)]
         if not compiled:
