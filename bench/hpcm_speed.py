@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from typing import Callable
 
 import torch
@@ -28,19 +27,7 @@ import torch.nn.functional as F
 
 from lictrain.losses import RateDistortionLoss
 from lictrain.models import build_model
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn: Callable[[], object], device: torch.device) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - start
+from lictrain.training.budget import measure_seconds
 
 
 def _photo(device: torch.device) -> torch.Tensor:
@@ -73,7 +60,7 @@ def _interleaved(jobs: dict[str, Callable[[], object]], repeats: dict[str, int],
     for r in range(max(repeats.values())):
         for name, fn in jobs.items():
             if r < repeats[name]:
-                times[name].append(_timed(fn, device))
+                times[name].append(measure_seconds(fn, device))
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 

@@ -44,6 +44,7 @@ from lictrain.evaluation.anchors import evaluate_anchor
 from lictrain.evaluation.evaluate import evaluate_checkpoints
 from lictrain.evaluation.rd import bd_table, plot_rd, rd_frame
 from lictrain.tracking.records import read_metrics
+from lictrain.training.advice import read_run, timeline
 from lictrain.training.fit import fit
 
 LAMBDAS = (0.0018, 0.0067, 0.025, 0.0483)
@@ -78,23 +79,17 @@ def train_once(run_dir: Path, cfg: TrainConfig) -> Path:
 
 def progress_of(run_dir: Path) -> tuple[list[float], list[float], list[float]]:
     """(minutes since the run began, test PSNR, test loss) after each epoch."""
-    record = json.loads((run_dir / "run.json").read_text())
-    minutes = (record.get("budget") or {}).get("calibration_seconds", 0.0) / 60
-    xs, psnr, loss = [], [], []
-    for row in read_metrics(run_dir):
-        minutes += row["epoch_seconds"] / 60
-        xs.append(minutes)
-        psnr.append(row["psnr"])
-        loss.append(row["loss"])
-    return xs, psnr, loss
+    points = timeline(*read_run(run_dir))
+    return [m for m, _ in points], [row["psnr"] for _, row in points], [row["loss"] for _, row in points]
 
 
 def run_summary(run_dir: Path) -> str:
     """``minutes | epochs | steps | s/step`` of a budgeted run, as table cells."""
-    budget = json.loads((run_dir / "run.json").read_text()).get("budget") or {}
-    xs, _, _ = progress_of(run_dir)
-    epochs = len(xs)
-    return (f"{xs[-1] if xs else math.nan:.1f} | {epochs} | {epochs * budget.get('steps_per_epoch', 0)} | "
+    record, rows = read_run(run_dir)
+    budget = record.get("budget") or {}
+    points = timeline(record, rows)
+    epochs = len(points)
+    return (f"{points[-1][0] if points else math.nan:.1f} | {epochs} | {epochs * budget.get('steps_per_epoch', 0)} | "
             f"{budget.get('step_seconds', math.nan):.3f}")
 
 

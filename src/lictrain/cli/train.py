@@ -154,27 +154,28 @@ def run(args: argparse.Namespace) -> int:
         result = fit(cfg)
         if result.status == "finished" and int(os.environ.get("RANK", "0")) == 0:
             report = closing_evaluation(cfg, result) if cfg.final_eval else ""
-            closing_advice(cfg, result, report)
+            advice = closing_advice(cfg, result)
+            if report:
+                (result.run_dir / "final_report.txt").write_text("\n".join(filter(None, (report, advice))) + "\n")
     finally:
         signal.signal(signal.SIGTERM, previous)
         shutdown_distributed()
     return 130 if result.status == "interrupted" else 0
 
 
-def closing_advice(cfg: TrainConfig, result: Any, report: str) -> None:
-    """Say what a longer budget or a GPU would buy (also appended to final_report.txt)."""
+def closing_advice(cfg: TrainConfig, result: Any) -> str:
+    """Say (and return) what a longer budget or a GPU would buy."""
     from lictrain.training.advice import advice_text
     from lictrain.training.build import resolve_device
 
     text = advice_text(result.run_dir, cfg, resolve_device(cfg.device).type)
     if text:
         log.info("%s", text)
-        if report:
-            (result.run_dir / "final_report.txt").write_text(report + "\n" + text + "\n")
+    return text
 
 
 def closing_evaluation(cfg: TrainConfig, result: Any) -> str:
-    """Real bitstreams of the best checkpoint on the test photos, beside JPEG 4:2:0's curve."""
+    """Real bitstreams of the best checkpoint on the test photos, beside JPEG 4:2:0's curve (logged, returned)."""
     from lictrain.checkpoint import resolve_checkpoint
     from lictrain.data import load_splits
     from lictrain.evaluation.report import final_report
@@ -185,6 +186,5 @@ def closing_evaluation(cfg: TrainConfig, result: Any) -> str:
     images = load_splits(cfg.dataset).test if cfg.dataset else None
     log.info("closing evaluation of %s (real bitstreams; --no-final-eval skips it)", best.name)
     report = final_report(best, resolve_device(cfg.device), images)
-    (result.run_dir / "final_report.txt").write_text(report.text + "\n")
     log.info("%s", report.text)
     return report.text

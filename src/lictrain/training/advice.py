@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,21 +43,31 @@ CPU_REFERENCE: ReferenceCurve | None = ReferenceCurve(
 GPU_STEP_SECONDS = {"hpcm-tiny": 0.0585, "mbt2018-mean": 0.0171}
 
 
-def psnr_by_minute(run_dir: Path) -> list[tuple[float, float]]:
-    """(minutes since the run began, test PSNR) after each epoch of ``run_dir``."""
-    record = json.loads((Path(run_dir) / "run.json").read_text())
+def read_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """``run.json`` and the per-epoch rows of ``metrics.jsonl`` of ``run_dir``."""
+    return json.loads((Path(run_dir) / "run.json").read_text()), read_metrics(run_dir)
+
+
+def timeline(record: dict[str, Any], rows: list[dict[str, Any]]) -> list[tuple[float, dict[str, Any]]]:
+    """(minutes since the run began, that epoch's metrics) after each epoch; a budgeted run's
+    calibration counts as its first minutes."""
     minutes = (record.get("budget") or {}).get("calibration_seconds", 0.0) / 60
     points = []
-    for row in read_metrics(run_dir):
+    for row in rows:
         minutes += row.get("epoch_seconds", 0.0) / 60
-        points.append((minutes, float(row["psnr"])))
+        points.append((minutes, row))
     return points
 
 
-def measured_step_seconds(run_dir: Path, batch_size: int) -> float | None:
-    """Mean seconds per training step the run kept (from its images/s per epoch), if recorded."""
-    rates = [row["train_images_per_second"] for row in read_metrics(run_dir) if row.get("train_images_per_second")]
-    return batch_size / (sum(rates) / len(rates)) if rates else None
+def psnr_by_minute(run_dir: Path) -> list[tuple[float, float]]:
+    """(minutes since the run began, test PSNR) after each epoch of ``run_dir``."""
+    return [(minutes, float(row["psnr"])) for minutes, row in timeline(*read_run(run_dir))]
+
+
+def measured_step_seconds(rows: list[dict[str, Any]], batch_size: int) -> float | None:
+    """Mean seconds per training step a run kept (from its images/s per epoch), if recorded."""
+    rates = [row["train_images_per_second"] for row in rows if row.get("train_images_per_second")]
+    return batch_size / statistics.fmean(rates) if rates else None
 
 
 def late_slope(points: list[tuple[float, float]]) -> float:
@@ -64,24 +75,23 @@ def late_slope(points: list[tuple[float, float]]) -> float:
     tail = points[-max(3, len(points) // 4):]
     if len(tail) < 3:
         return math.nan
-    n = len(tail)
-    mx = sum(x for x, _ in tail) / n
-    my = sum(y for _, y in tail) / n
-    var = sum((x - mx) ** 2 for x, _ in tail)
-    return sum((x - mx) * (y - my) for x, y in tail) / var if var > 0 else math.nan
+    try:
+        return statistics.linear_regression([x for x, _ in tail], [y for _, y in tail]).slope
+    except statistics.StatisticsError:  # every point at the same minute
+        return math.nan
 
 
 def advice_text(run_dir: Path, cfg: Any, device_type: str) -> str:
     """A few lines on what a longer budget or a GPU would buy, for the end of a run."""
-    record = json.loads((Path(run_dir) / "run.json").read_text())
+    record, rows = read_run(run_dir)
     budget = record.get("budget") or {}
-    points = psnr_by_minute(run_dir)
+    points = [(minutes, float(row["psnr"])) for minutes, row in timeline(record, rows)]
     if not points:
         return ""
     minutes, last = points[-1]
     lines = ["what more training buys:"]
     steps = len(points) * budget.get("steps_per_epoch", 0)
-    step_seconds = measured_step_seconds(run_dir, cfg.batch_size) or budget.get("step_seconds")
+    step_seconds = measured_step_seconds(rows, cfg.batch_size) or budget.get("step_seconds")
     pace = f", {steps} steps of {step_seconds:.2f} s" if steps and step_seconds else ""
     slope = late_slope(points)
     rising = f"; still rising {slope:.2f} dB/min at the end" if math.isfinite(slope) and slope > 0.05 else ""

@@ -5,7 +5,7 @@ real batches and one pass over the test split; the epoch count is the budget lef
 calibration divided by the measured time of one epoch (its steps, its test pass and its
 checkpoint) times :data:`PLAN_MARGIN`. The run then *is* an ``--epochs N`` run — the LR
 and gamma schedules see the planned length from the first step, and a resumed run keeps
-it — and ``fit`` only cuts it short if the machine turns out slower than measured (see
+it — until, after each epoch, ``fit`` re-plans from the pace it actually keeps (see
 :class:`BudgetClock`).
 """
 
@@ -17,7 +17,7 @@ import logging
 import math
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable, Iterable, Iterator
 
 import torch
@@ -30,8 +30,6 @@ TIMED_STEPS = 5
 #: epochs are planned this much longer than measured: a long run on a shared machine averages
 #: slower than a few calibration steps (about 5-10% on the 2-core machine here)
 PLAN_MARGIN = 1.08
-#: a run stops early when its next epoch would end this far (fraction of the budget) past it
-OVERRUN_TOLERANCE = 0.03
 
 
 @dataclass(frozen=True)
@@ -69,15 +67,9 @@ def plan_epochs(available_seconds: float, epoch_seconds: float, max_epochs: int 
 def measure_step_seconds(step: Callable[[torch.Tensor], Any], batches: Iterable[torch.Tensor],
                          device: torch.device) -> float:
     """Mean seconds of ``step`` over :data:`TIMED_STEPS` batches, after :data:`WARMUP_STEPS`."""
-    times: list[float] = []
-    for index, batch in enumerate(itertools.islice(_cycle(batches), WARMUP_STEPS + TIMED_STEPS)):
-        _synchronize(device)
-        started = time.perf_counter()
-        step(batch.to(device))
-        _synchronize(device)
-        if index >= WARMUP_STEPS:
-            times.append(time.perf_counter() - started)
-    return statistics.fmean(times)
+    batches = itertools.islice(_cycle(batches), WARMUP_STEPS + TIMED_STEPS)
+    times = [measure_seconds(lambda: step(batch.to(device)), device) for batch in batches]
+    return statistics.fmean(times[WARMUP_STEPS:])
 
 
 def _cycle(batches: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
@@ -93,10 +85,10 @@ def _cycle(batches: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
 
 def measure_seconds(fn: Callable[[], Any], device: torch.device) -> float:
     """Wall seconds of one call of ``fn`` (device work included)."""
-    _synchronize(device)
+    synchronize(device)
     started = time.perf_counter()
     fn()
-    _synchronize(device)
+    synchronize(device)
     return time.perf_counter() - started
 
 
@@ -107,7 +99,8 @@ def serialise_seconds(*states: dict[str, Any]) -> float:
     return time.perf_counter() - started
 
 
-def _synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for ``device``'s queued work (no-op on the CPU), so wall clocks measure it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -152,23 +145,20 @@ def plan_budget(cfg: Any, device: torch.device, dist: Any, alignment: int, train
     ``started`` is when the run began (``time.perf_counter()``): setup and calibration count
     against the budget. Under DDP every rank calibrates and all take the smallest plan.
     """
-    import dataclasses
-
     from lictrain.training.build import build_parts
     from lictrain.training.distributed import DistInfo, gather_objects
     from lictrain.training.loop import test_epoch
 
-    probe = build_parts(dataclasses.replace(cfg, epochs=1), device, DistInfo(), alignment)
+    probe = build_parts(replace(cfg, epochs=1), device, DistInfo(), alignment)
     train_loader.set_epoch(0)
     step_seconds = measure_step_seconds(probe.strategy.step, train_loader, device)
     test_seconds = measure_seconds(lambda: test_epoch(probe.model, probe.criterion, test_loader, device), device)
     checkpoint_seconds = serialise_seconds(probe.model.state_dict(), probe.strategy.optimizer.state_dict())
 
     budget = cfg.budget_minutes * 60.0
-    now = time.perf_counter()
-    steps = len(train_loader)
-    epoch_seconds = steps * step_seconds + test_seconds + checkpoint_seconds
-    epochs = min(gather_objects(plan_epochs(budget - (now - started), epoch_seconds * PLAN_MARGIN, cfg.epochs), dist))
-    plan = BudgetPlan(budget, now - started, step_seconds, test_seconds, checkpoint_seconds, steps, int(epochs))
+    measured = BudgetPlan(budget, time.perf_counter() - started, step_seconds, test_seconds, checkpoint_seconds,
+                          len(train_loader), epochs=0)
+    fits = plan_epochs(budget - measured.calibration_seconds, measured.epoch_seconds * PLAN_MARGIN, cfg.epochs)
+    plan = replace(measured, epochs=int(min(gather_objects(fits, dist))))
     log.info("%s", plan.describe())
     return plan

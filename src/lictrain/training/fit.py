@@ -21,7 +21,7 @@ from lictrain.checkpoint import resolve_checkpoint
 from lictrain.config import TrainConfig
 from lictrain.errors import ConfigError, StopRun
 from lictrain.models import get_spec
-from lictrain.schedules.lr import build_lr_scheduler, is_per_step, resync_lr, set_total_steps, step_lr_scheduler
+from lictrain.schedules.lr import build_lr_scheduler, is_per_step, set_total_steps, step_lr_scheduler
 from lictrain.training.budget import BudgetClock, plan_budget
 from lictrain.training.build import build_loaders, build_parts, check_alignment, resolve_device, seed_everything
 from lictrain.training.distributed import check_in_sync, gather_objects, init_distributed
@@ -100,8 +100,7 @@ def fit(cfg: TrainConfig, show_progress: bool | None = None,
             start_epoch, best_loss = state.restore(outputs.load(resume_file, map_location=device), resume_file)
             if after_step is not None:  # an interrupted epoch is repeated from its first batch
                 lr_scheduler.last_epoch = start_epoch * steps_per_epoch
-                set_total_steps(lr_scheduler, cfg.epochs * steps_per_epoch)  # --epochs may change on resume
-                resync_lr(lr_scheduler)
+                set_total_steps(lr_scheduler, cfg.epochs * steps_per_epoch)  # --epochs may change; sets the LR
             log.info("resumed from %s at epoch %d", resume_file, start_epoch)
         outputs.open_records(cfg, resumed=resume_file is not None, start_epoch=start_epoch, world_size=dist.world_size)
         if plan is not None:
