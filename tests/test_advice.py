@@ -44,3 +44,5 @@ def test_advice_names_the_pace_the_slope_and_the_gpu_ratio(tmp_path: Path) -> No
     assert "BD-rate -36% vs JPEG 4:2:0" in text  # the measured 15-minute reference
     assert f"{GPU_STEP_SECONDS['hpcm-tiny'] * 1000:.0f} ms, 10x this run's pace" in text
     assert "H200" not in advice_text(run, TrainConfig(model="hpcm-tiny"), "cuda")
+    # the measured 15-minute curve is hpcm-tiny's: not quoted for another model
+    assert "BD-rate" not in advice_text(run, TrainConfig(model="bmshj2018-factorized"), "cpu")

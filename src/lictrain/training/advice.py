@@ -22,6 +22,7 @@ class ReferenceCurve:
     """A time-to-quality measurement: test PSNR at one λ after so many minutes, and the BD-rate."""
 
     source: str
+    model: str
     lmbda: float
     psnr_by_minutes: tuple[tuple[float, float], ...]
     minutes_per_lambda: float
@@ -34,7 +35,7 @@ class ReferenceCurve:
 #: chelsea + coffee) of the λ=0.0067 run along its 15 minutes, and the BD-rate of the 4-λ curve
 #: (real bitstreams of the whole photos) against JPEG 4:2:0; see docs/time_to_quality.md
 CPU_REFERENCE: ReferenceCurve | None = ReferenceCurve(
-    source="bench/time_to_quality.py", lmbda=0.0067,
+    source="bench/time_to_quality.py", model="hpcm-tiny", lmbda=0.0067,
     psnr_by_minutes=((3, 21.1), (6, 23.8), (10, 25.9), (15, 27.3)),
     minutes_per_lambda=15, bd_rate_vs_jpeg=-36.1,
     caveat="better than JPEG up to 0.3 bpp; above that it stalls near 28 dB, the higher λ need longer")
@@ -98,9 +99,10 @@ def advice_text(run_dir: Path, cfg: Any, device_type: str) -> str:
     lines.append(f"  this run: {minutes:.1f} min on {device_type}{pace}; "
                  f"test PSNR {points[0][1]:.1f} -> {last:.1f} dB{rising}")
     ref = CPU_REFERENCE
-    if ref is not None:
+    if ref is not None and cfg.model == ref.model:  # the measured curve is of one model's recipe
         curve = ", ".join(f"{p:.1f} dB at {m:g} min" for m, p in ref.psnr_by_minutes)
-        lines.append(f"  longer, same recipe, 2 CPU cores ({ref.source}): a {ref.minutes_per_lambda:g}-minute run "
+        lines.append(f"  longer, the default recipe, 2 CPU cores ({ref.source}): "
+                     f"a {ref.minutes_per_lambda:g}-minute run "
                      f"at λ={ref.lmbda:g} had test PSNR {curve}; "
                      f"{ref.minutes_per_lambda:g} min at each of 4 λ: "
                      f"BD-rate {ref.bd_rate_vs_jpeg:+.0f}% vs JPEG 4:2:0 ({ref.caveat})")
