@@ -33,6 +33,20 @@ _WANTED = {SUMMARY, CONFIG, RUN, EXIT}
 
 
 # -- .wandb framing ----------------------------------------------------------------------------
+def _first_chunk(data: bytes, name: str) -> int:
+    """Check the log's file header; return the offset of its first chunk.
+
+    Raises:
+        CorruptRunError: ``data`` is too short or does not start with a W&B log header.
+    """
+    if len(data) < HEADER.size:
+        raise CorruptRunError(f"{name}: not a W&B run log (only {len(data)} bytes)")
+    ident, magic, version = HEADER.unpack_from(data, 0)
+    if ident != HEADER_IDENT or magic != HEADER_MAGIC or version != HEADER_VERSION:
+        raise CorruptRunError(f"{name}: not a W&B run log (bad header {data[:7]!r})")
+    return HEADER.size
+
+
 def iter_wandb_log(data: bytes, name: str = "<bytes>") -> Iterator[bytes]:
     """Yield the payload of every record in a ``.wandb`` log (framing only, no protobuf).
 
@@ -42,12 +56,7 @@ def iter_wandb_log(data: bytes, name: str = "<bytes>") -> Iterator[bytes]:
         CorruptRunError: For a bad file header, a checksum mismatch or an impossible chunk
             (after yielding every good record before it).
     """
-    if len(data) < HEADER.size:
-        raise CorruptRunError(f"{name}: not a W&B run log (only {len(data)} bytes)")
-    ident, magic, version = HEADER.unpack_from(data, 0)
-    if ident != HEADER_IDENT or magic != HEADER_MAGIC or version != HEADER_VERSION:
-        raise CorruptRunError(f"{name}: not a W&B run log (bad header {data[:7]!r})")
-    pos, end = HEADER.size, len(data)
+    pos, end = _first_chunk(data, name), len(data)
     pending: list[bytes] | None = None
     unpack, crc32 = CHUNK.unpack_from, zlib.crc32
     while pos + CHUNK.size <= end:
@@ -151,12 +160,7 @@ def _split_log(data: bytes, name: str, summaries: list[bytes], configs: list[byt
     targets = {SUMMARY: summaries, CONFIG: configs, RUN: runs, EXIT: exits}
     if histories is not None:
         targets[HISTORY] = histories
-    if len(data) < HEADER.size:
-        raise CorruptRunError(f"{name}: not a W&B run log (only {len(data)} bytes)")
-    ident, magic, version = HEADER.unpack_from(data, 0)
-    if ident != HEADER_IDENT or magic != HEADER_MAGIC or version != HEADER_VERSION:
-        raise CorruptRunError(f"{name}: not a W&B run log (bad header {data[:7]!r})")
-    pos, end = HEADER.size, len(data)
+    pos, end = _first_chunk(data, name), len(data)
     unpack, crc32, type_crc, get = CHUNK.unpack_from, zlib.crc32, _TYPE_CRC, targets.get
     full_crc = type_crc[FULL]
     by_tag: list[list[bytes] | None] = [None] * 0x80  # one-byte tags of wanted length-delimited fields

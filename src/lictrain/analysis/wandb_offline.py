@@ -60,18 +60,7 @@ def _json(text: str) -> Any:
 def _apply_items(target: dict[str, Any], items: Iterable[Any]) -> None:
     """Apply ConfigItem/SummaryItem updates (``key`` or ``nested_key`` path) to ``target``."""
     for item in items:
-        path = list(item.nested_key) or [item.key]
-        value = _json(item.value_json)
-        if len(path) == 1:
-            target[path[0]] = value
-            continue
-        node = target
-        for part in path[:-1]:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = node[part] = {}
-            node = child
-        node[path[-1]] = value
+        _set_path(target, tuple(item.nested_key) or (item.key,), _json(item.value_json))
 
 
 def _remove_items(target: dict[str, Any], items: Iterable[Any]) -> None:
@@ -310,15 +299,20 @@ def _decode_raw(raw: dict[bytes, bytes]) -> dict[tuple[str, ...], Any]:
     return out
 
 
+def _set_path(target: dict[str, Any], parts: tuple[str, ...], value: Any) -> None:
+    """``target[p0][p1]...[pn] = value``, creating (or replacing non-dict) nodes on the way."""
+    node = target
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node[parts[-1]] = value
+
+
 def _set_paths(target: dict[str, Any], values: dict[tuple[str, ...], Any]) -> None:
     for parts, value in values.items():
-        node = target
-        for part in parts[:-1]:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = node[part] = {}
-            node = child
-        node[parts[-1]] = value
+        _set_path(target, parts, value)
 
 
 def _decode_summary(raw: dict[bytes, bytes], bodies: list[bytes]) -> dict[str, Any]:
@@ -341,13 +335,7 @@ def _decode_summary(raw: dict[bytes, bytes], bodies: list[bytes]) -> dict[str, A
                 if hit is not None:
                     value = hit
                     break
-        node = out
-        for part in parts[:-1]:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = node[part] = {}
-            node = child
-        node[parts[-1]] = _value_of(value)
+        _set_path(out, parts, _value_of(value))
     return out
 
 
