@@ -8,6 +8,7 @@ two tests train for real (tiny crops, 2 epochs) to check the whole path end to e
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import math
 import os
@@ -283,6 +284,20 @@ def test_interrupted_optuna_trial_is_requeued_and_resumed(fake_fit: Any, tmp_pat
 
 
 # --------------------------------------------------------------------------- real training
+def _backdate_heartbeat(study: Any, trial_id: int, age: dt.timedelta) -> None:
+    """Set trial ``trial_id``'s last heartbeat to ``age`` before the storage's own clock."""
+    import sqlalchemy
+    from optuna.storages._rdb.models import TrialHeartbeatModel
+
+    storage = getattr(study._storage, "_backend", study._storage)  # under Optuna's cache wrapper
+    with storage.engine.begin() as conn:
+        now = conn.execute(sqlalchemy.select(sqlalchemy.func.now())).scalar()
+        if isinstance(now, str):  # SQLite's CURRENT_TIMESTAMP comes back as text
+            now = dt.datetime.fromisoformat(now)
+        conn.execute(sqlalchemy.update(TrialHeartbeatModel).where(TrialHeartbeatModel.trial_id == trial_id)
+                     .values(heartbeat=now.replace(tzinfo=None) - age))
+
+
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
 def test_dead_worker_trial_is_failed_by_heartbeat_and_resumed_from_checkpoint(image_folder: Path,
@@ -299,7 +314,7 @@ def test_dead_worker_trial_is_failed_by_heartbeat_and_resumed_from_checkpoint(im
                        batch_size=2, test_batch_size=2, epoch_size=4, epochs=2, use_balanced=True,
                        wandb_mode="disabled")
     space = parse_grid(["gamma=0.001:0.01:log"])
-    settings = StudySettings(n_trials=1, out=out, heartbeat=1, show_bar=False)
+    settings = StudySettings(n_trials=1, out=out, heartbeat=60, show_bar=False)
     study = open_study(settings, space, base)
     trial = study.ask({"gamma": FloatDistribution(0.001, 0.01, log=True)})
     run_dir = out / f"trial-{trial.number:04d}"
@@ -314,7 +329,11 @@ def test_dead_worker_trial_is_failed_by_heartbeat_and_resumed_from_checkpoint(im
     record = json.loads((run_dir / "run.json").read_text())
     record["status"] = "running"  # what a kill -9 leaves behind
     (run_dir / "run.json").write_text(json.dumps(record))
-    time.sleep(2.2)  # grace period: 2 x heartbeat
+    # The worker died long ago: its last heartbeat is far older than the grace period (2 x 60 s).
+    # Back-dating it, rather than sleeping past a short grace period, keeps the test free of the
+    # clock: Optuna compares whole-second SQLite timestamps, so "sleep 2.2 s past a 2 s grace"
+    # was stale only when the seconds happened to tick over (about half of the runs).
+    _backdate_heartbeat(study, trial._trial_id, dt.timedelta(hours=1))
 
     summary = run_optuna(base, space, settings)
     assert summary.finished == 1
