@@ -55,7 +55,7 @@ def test_lambda_and_clip_zero() -> None:
         (["--device", "tpu"], "--device must be one of"),
         (["--gamma", "-1"], "--gamma must be a finite number >= 0"),
         (["--model", "bmshj2018-hyperprior", "--patch-size", "100"], "not a multiple of 64"),
-        (["--dataset", "/no/such/folder"], "dataset folder not found"),
+        (["--dataset", "/no/such/folder"], "dataset not found"),
     ],
 )
 def test_bad_values_are_one_line_errors_with_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture,

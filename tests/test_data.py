@@ -1,4 +1,4 @@
-"""Data: folder layouts, the built-in set, crops, and the errors users see."""
+"""Data sources and decoding: folder layouts, file lists, the built-in set, test crops, and the errors users see."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from conftest import write_images
-from lictrain.data import (TEST_PHOTOS, TRAIN_PHOTOS, CenterCropDataset, RandomCropDataset, load_builtin,
-                           load_splits, read_image, split_flat)
+from lictrain.data import TEST_PHOTOS, TRAIN_PHOTOS, CenterCropDataset, load_builtin, load_splits, read_image, split_flat
+from lictrain.data.images import decode_hwc, scan_images
+from lictrain.data.loaders import load_test_crops
+from lictrain.data.sources import MAX_FLAT_TEST, resolve_files
 from lictrain.errors import DataError
 
 
@@ -72,27 +74,99 @@ def test_all_unreadable_is_an_error(tmp_path: Path) -> None:
         load_splits(tmp_path)
 
 
-def test_crop_larger_than_every_image_is_an_error(image_folder: Path) -> None:
-    splits = load_splits(image_folder)
-    with pytest.raises(DataError, match="larger than every train image"):
-        RandomCropDataset(splits.train, 128, 8)
-
-
-def test_random_crops_are_seeded_by_epoch_and_index(image_folder: Path) -> None:
-    train = load_splits(image_folder).train
-    ds = RandomCropDataset(train, 64, 8)
-    ds.set_epoch(seed=3, epoch=1)
-    first = [ds[i] for i in range(8)]
-    torch.manual_seed(123)  # global RNG must not matter
-    again = [ds[i] for i in range(8)]
-    assert all(torch.equal(a, b) for a, b in zip(first, again))
-    ds.set_epoch(seed=3, epoch=2)
-    assert not all(torch.equal(a, ds[i]) for i, a in enumerate(first))
-    assert first[0].shape == (3, 64, 64) and 0.0 <= float(first[0].min()) and float(first[0].max()) <= 1.0
-
-
 def test_center_crop_takes_the_middle(image_folder: Path) -> None:
     test = load_splits(image_folder).test
     crop = CenterCropDataset(test, 64)[0]
     expected = test[0].pixels[:, 8:72, 16:80].float() / 255
     assert torch.equal(crop, expected)
+
+
+def test_flat_split_caps_the_test_side_for_large_folders() -> None:
+    paths = [Path(f"p{i:05d}.jpg") for i in range(5000)]
+    train, test = split_flat(paths)
+    assert len(test) == MAX_FLAT_TEST and len(train) == 4900
+    assert test[0] == Path("p00049.jpg") and test[-1] == Path("p04999.jpg")  # spread over the names
+
+
+def test_flat_folders_are_searched_recursively_and_dot_folders_skipped(tmp_path: Path) -> None:
+    write_images(tmp_path / "a", 3)
+    write_images(tmp_path / "b" / "c", 2)
+    write_images(tmp_path / ".cache", 2)
+    (tmp_path / "notes.txt").write_text("x")
+    assert scan_images(tmp_path) == ["a/img000.png", "a/img001.png", "a/img002.png", "b/c/img000.png", "b/c/img001.png"]
+    source = resolve_files(tmp_path)
+    assert len(source.train) == 4 and len(source.test) == 1
+    assert source.test.name(0) == "b/c/img001.png" and Path(source.test[0]).is_file()
+
+
+def test_file_list_is_relative_to_its_folder_and_skips_comments(tmp_path: Path) -> None:
+    write_images(tmp_path / "imgs", 12)
+    listing = tmp_path / "all.txt"
+    listing.write_text("# my subset\n" + "\n".join(f"imgs/img{i:03d}.png" for i in range(12)) + "\n\n")
+    source = resolve_files(listing)
+    assert len(source.train) == 11 and [source.test.name(0)] == ["imgs/img009.png"]
+    assert read_image(Path(source.train[0])).shape == (3, 80, 96)
+    listing.write_text("imgs/img000.png\nreadme.md\n")
+    with pytest.raises(DataError, match="line 2.*not an image"):
+        resolve_files(listing)
+
+
+def test_train_and_test_lists_in_a_folder(tmp_path: Path) -> None:
+    write_images(tmp_path / "x", 5)
+    (tmp_path / "train.txt").write_text("x/img000.png\nx/img001.png\nx/img002.png\n")
+    (tmp_path / "test.txt").write_text("x/img004.png\n")
+    source = resolve_files(tmp_path)
+    assert len(source.train) == 3 and source.test.name(0) == "x/img004.png"
+
+
+def test_a_file_that_is_not_a_list_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "photo.png").write_bytes(b"x")
+    with pytest.raises(DataError, match="not a file list"):
+        resolve_files(tmp_path / "photo.png")
+
+
+def test_jpeg_fast_path_gives_pillows_pixels(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    array = rng.integers(0, 255, (70, 90, 3), dtype=np.uint8)
+    Image.fromarray(array).save(tmp_path / "a.jpg", quality=90)
+    with Image.open(tmp_path / "a.jpg") as img:
+        expected = np.asarray(img.convert("RGB"))
+    assert np.array_equal(decode_hwc(tmp_path / "a.jpg"), expected)
+    assert np.array_equal(decode_hwc((tmp_path / "a.jpg").read_bytes()), expected)
+
+
+def test_read_image_is_a_view_of_the_decoded_array(tmp_path: Path) -> None:
+    write_images(tmp_path, 1)
+    pixels = read_image(tmp_path / "img000.png")
+    assert pixels.shape == (3, 80, 96) and not pixels.is_contiguous()  # no layout copy
+    assert pixels.permute(1, 2, 0).is_contiguous()
+
+
+def test_16_bit_grey_png_keeps_its_brightness(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    grey = np.full((20, 30), 129 * 257, dtype=np.uint16)  # 129 in 8 bits
+    Image.fromarray(grey).save(tmp_path / "g16.png")
+    pixels = read_image(tmp_path / "g16.png")
+    assert pixels.shape == (3, 20, 30) and int(pixels.max()) == 129 and int(pixels.min()) == 129
+
+
+def test_truncated_jpeg_is_a_clear_error(tmp_path: Path) -> None:
+    write_images(tmp_path, 1, fmt="jpg")
+    data = (tmp_path / "img000.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 3])
+    with pytest.raises(DataError, match="cut.jpg"):
+        decode_hwc(tmp_path / "cut.jpg")
+
+
+def test_test_crops_keep_only_the_centre(image_folder: Path) -> None:
+    crops = load_test_crops(str(image_folder), 64)
+    whole = read_image(image_folder / "test" / "img000.png")
+    assert [c.name for c in crops] == ["img000.png", "img001.png"]
+    assert torch.equal(crops[0].pixels, whole[:, 8:72, 16:80]) and crops[0].pixels.is_contiguous()
+    with pytest.raises(DataError, match="larger than every test photo"):
+        load_test_crops(str(image_folder), 128)

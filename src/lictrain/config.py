@@ -43,8 +43,9 @@ class TrainConfig:
     test_patch_size: int = 256
     batch_size: int = 8
     test_batch_size: int = 4
-    epoch_size: int = 192
-    num_workers: int = 0
+    epoch_size: int | None = None  # None: one pass over the training photos (built-in photos: 192 crops)
+    crops_per_image: int = 1
+    num_workers: int | None = None  # None: auto (0 for the built-in photos)
     # model and loss
     model: str = "hpcm-tiny"
     quality: int = 1
@@ -107,14 +108,16 @@ class TrainConfig:
         if self.warmup_steps is not None and (not isinstance(self.warmup_steps, int) or self.warmup_steps < 0):
             raise ConfigError(f"--warmup-steps must be a whole number >= 0, got {self.warmup_steps}")
         _positive_int(self, "patch_size", "test_patch_size", "batch_size", "test_batch_size",
-                      "epoch_size", "keep_last_n", "adaptive_window")
+                      "crops_per_image", "keep_last_n", "adaptive_window")
+        if self.epoch_size is not None:
+            _positive_int(self, "epoch_size")
         _positive_float(self, "lmbda", "aux_lr", "w_lr", "gamma_final")
         _choice(self, "lr_schedule", LR_SCHEDULES)
         if self.lr is None:
             self.lr = self.peak_lr
         _positive_float(self, "lr")
-        if self.num_workers < 0:
-            raise ConfigError(f"--num-workers must be >= 0, got {self.num_workers}")
+        if self.num_workers is not None and (not isinstance(self.num_workers, int) or self.num_workers < 0):
+            raise ConfigError(f"--num-workers must be auto or a whole number >= 0, got {self.num_workers}")
         if self.keep_best < 0:
             raise ConfigError(f"--keep-best must be >= 0, got {self.keep_best}")
         if not (math.isfinite(self.gamma) and self.gamma >= 0):

@@ -25,6 +25,7 @@ SUBCOMMANDS = {
     "decompress": "decompress",
     "sweep": "sweep",
     "analyze": "analyze",
+    "data": "data",
 }
 
 

@@ -38,13 +38,20 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     gave appear in the namespace; :func:`config_from_args` fills in the rest.
     """
     g = p.add_argument_group("data")
-    add_flag(g, "dataset", "-d", metavar="DIR", help="CompressAI layout (DIR/train, DIR/test) or a flat folder (90/10 split); default: built-in photos")
+    add_flag(g, "dataset", "-d", metavar="DIR|LIST|SHARDS",
+             help="a folder (CompressAI layout DIR/train + DIR/test, or flat: 90/10 split), a file list (.txt, one "
+                  "image per line), or shards from `lictrain data prepare` (folder or URL); default: built-in photos")
     add_flag(g, "patch_size", type=int, metavar="PX", help=f"training crop size (default {_D.patch_size})")
     add_flag(g, "test_patch_size", type=int, metavar="PX", help=f"test centre-crop size (default {_D.test_patch_size})")
     add_flag(g, "batch_size", type=int, help=f"default {_D.batch_size}")
     add_flag(g, "test_batch_size", type=int, help=f"default {_D.test_batch_size}")
-    add_flag(g, "epoch_size", type=int, metavar="CROPS", help=f"training crops per epoch (default {_D.epoch_size})")
-    add_flag(g, "num_workers", type=int, help="DataLoader workers (default 0: images are already decoded in memory)")
+    add_flag(g, "epoch_size", type=int, metavar="CROPS",
+             help="cap an epoch at this many crops (all ranks together); default: one pass over every training "
+                  "photo (the built-in photos: 192 crops)")
+    add_flag(g, "crops_per_image", type=int, metavar="K",
+             help="random crops cut from each decoded photo (default 1; more crops per decode feed a fast GPU)")
+    add_flag(g, "num_workers", type=_workers, metavar="N|auto",
+             help="decoding processes per rank (default auto: 0 for the built-in photos, else up to 4)")
 
     g = p.add_argument_group("model and loss")
     add_flag(g, "model", "-m", help=f"registry name, see `lictrain models` (default {_D.model})")
@@ -108,6 +115,18 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     add_flag(g, "best_weights_only", action="store_true", help="keep best checkpoints as weights only")
     add_flag(g, "no_final_eval", dest="final_eval", action="store_false",
              help="skip the closing evaluation (real bitstreams vs JPEG on the test photos)")
+
+
+def _workers(text: str) -> int | None:
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or auto, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0 or auto, got {text!r}")
+    return value
 
 
 def _scale_gamma(text: str) -> tuple[str, float]:
@@ -177,13 +196,13 @@ def closing_advice(cfg: TrainConfig, result: Any) -> str:
 def closing_evaluation(cfg: TrainConfig, result: Any) -> str:
     """Real bitstreams of the best checkpoint on the test photos, beside JPEG 4:2:0's curve (logged, returned)."""
     from lictrain.checkpoint import resolve_checkpoint
-    from lictrain.data import load_splits
+    from lictrain.data import load_test_images
     from lictrain.evaluation.report import final_report
     from lictrain.training.build import resolve_device
 
     # fit() records the best checkpoint when the run finishes; without one, the latest
     best = Path(result.summary.get("best_checkpoint") or resolve_checkpoint(result.run_dir))
-    images = load_splits(cfg.dataset).test if cfg.dataset else None
+    images = load_test_images(cfg.dataset) if cfg.dataset else None  # the test photos alone: no training set decode
     log.info("closing evaluation of %s (real bitstreams; --no-final-eval skips it)", best.name)
     report = final_report(best, resolve_device(cfg.device), images)
     log.info("%s", report.text)

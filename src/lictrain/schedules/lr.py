@@ -123,6 +123,13 @@ def step_lr_scheduler(scheduler: LRScheduler | ReduceLROnPlateau, test_loss: flo
         scheduler.step()
 
 
+def lr_at(scheduler: LRScheduler | ReduceLROnPlateau, step: int) -> float | None:
+    """The first group's LR of a per-step schedule at ``step`` (``None`` for other schedules)."""
+    if isinstance(scheduler, LambdaLR):
+        return float(scheduler.base_lrs[0] * scheduler.lr_lambdas[0](step))
+    return None
+
+
 def resync_lr(scheduler: LRScheduler | ReduceLROnPlateau) -> None:
     """After a resume, set the optimiser's LR from the (possibly re-scaled) schedule.
 

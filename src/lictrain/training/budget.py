@@ -68,7 +68,9 @@ def measure_step_seconds(step: Callable[[torch.Tensor], Any], batches: Iterable[
                          device: torch.device) -> float:
     """Mean seconds of ``step`` over :data:`TIMED_STEPS` batches, after :data:`WARMUP_STEPS`."""
     batches = itertools.islice(_cycle(batches), WARMUP_STEPS + TIMED_STEPS)
-    times = [measure_seconds(lambda: step(batch.to(device)), device) for batch in batches]
+    from lictrain.training.loop import to_device
+
+    times = [measure_seconds(lambda: step(to_device(batch, device)), device) for batch in batches]
     return statistics.fmean(times[WARMUP_STEPS:])
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -10,10 +11,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
 from lictrain.config import TrainConfig
-from lictrain.data import CenterCropDataset, RandomCropDataset, load_splits
+from lictrain.data import CenterCropDataset, LoaderSettings, load_test_crops, train_loader
+from lictrain.data.shards import ShardLoader
+from lictrain.data.stream import CropLoader
 from lictrain.errors import CheckpointError, ConfigError
 from lictrain.losses import RateDistortionLoss
 from lictrain.training.distributed import DistInfo
@@ -37,56 +40,21 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class EpochSeededLoader:
-    """A DataLoader whose shuffling and crops depend only on (seed, epoch, index).
-
-    Call :meth:`set_epoch` before iterating. Because no state carries over between epochs,
-    a resumed run sees exactly the batches the uninterrupted run would have seen. Under DDP a
-    DistributedSampler (seeded the same way) gives each rank its own share of the epoch.
-    """
-
-    def __init__(self, dataset: RandomCropDataset, batch_size: int, num_workers: int, seed: int,
-                 pin_memory: bool = False, dist: DistInfo | None = None) -> None:
-        self.dataset = dataset
-        self.seed = seed
-        self.generator = torch.Generator()
-        self.sampler: DistributedSampler | None = None
-        if dist is not None and dist.enabled:
-            self.sampler = DistributedSampler(dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
-                                              seed=seed, drop_last=True)
-        self.loader = DataLoader(dataset, batch_size=batch_size, shuffle=self.sampler is None, sampler=self.sampler,
-                                 drop_last=True, num_workers=num_workers, generator=self.generator,
-                                 pin_memory=pin_memory)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.generator.manual_seed(self.seed * 100_003 + epoch)
-        if self.sampler is not None:
-            self.sampler.set_epoch(epoch)
-        self.dataset.set_epoch(self.seed, epoch)
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self):
-        return iter(self.loader)
-
-
 def build_loaders(cfg: TrainConfig, device: torch.device,
-                  dist: DistInfo | None = None) -> tuple[EpochSeededLoader, DataLoader, str]:
-    """Train loader (random crops), test loader (centre crops) and a description of the source."""
-    splits = load_splits(cfg.dataset)
-    train_set = RandomCropDataset(splits.train, cfg.patch_size, cfg.epoch_size)
-    test_set = CenterCropDataset(splits.test, cfg.test_patch_size)
-    if cfg.epoch_size < cfg.batch_size:
-        raise ConfigError(f"--epoch-size {cfg.epoch_size} is smaller than --batch-size {cfg.batch_size}; raise it")
+                  dist: DistInfo | None = None) -> tuple[CropLoader | ShardLoader, DataLoader, str]:
+    """Train stream (random crops, decoded on demand), test loader (centre crops decoded once)
+    and a description of the data."""
+    dist = dist or DistInfo()
     pin = device.type == "cuda"
-    if dist is not None and cfg.epoch_size < cfg.batch_size * dist.world_size:
-        raise ConfigError(f"--epoch-size {cfg.epoch_size} is too small for {dist.world_size} processes x "
-                          f"--batch-size {cfg.batch_size}; raise it")
-    train = EpochSeededLoader(train_set, cfg.batch_size, cfg.num_workers, cfg.seed, pin_memory=pin, dist=dist)
+    settings = LoaderSettings(cfg.patch_size, cfg.batch_size, cfg.crops_per_image, cfg.epoch_size, cfg.seed,
+                              cfg.num_workers, pin)
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    train = train_loader(cfg.dataset, settings, dist.rank, dist.world_size, local_world)
+    test_set = CenterCropDataset(load_test_crops(cfg.dataset, cfg.test_patch_size), cfg.test_patch_size)
     test = DataLoader(test_set, batch_size=cfg.test_batch_size, shuffle=False, num_workers=0, pin_memory=pin)
-    log.info("data: %s — %d train images, %d test images", splits.source, len(train_set.images), len(test_set))
-    return train, test, splits.source
+    source = cfg.dataset or "built-in scikit-image photos"
+    log.info("data: %s; %s; %d test crops", source, train.describe(), len(test_set))
+    return train, test, source
 
 
 def check_alignment(cfg: TrainConfig, alignment: int) -> None:

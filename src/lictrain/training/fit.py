@@ -21,7 +21,7 @@ from lictrain.checkpoint import resolve_checkpoint
 from lictrain.config import TrainConfig
 from lictrain.errors import ConfigError, StopRun
 from lictrain.models import get_spec
-from lictrain.schedules.lr import build_lr_scheduler, is_per_step, set_total_steps, step_lr_scheduler
+from lictrain.schedules.lr import build_lr_scheduler, is_per_step, lr_at, set_total_steps, step_lr_scheduler
 from lictrain.training.budget import BudgetClock, plan_budget
 from lictrain.training.build import build_loaders, build_parts, check_alignment, resolve_device, seed_everything
 from lictrain.training.distributed import check_in_sync, gather_objects, init_distributed
@@ -88,20 +88,29 @@ def fit(cfg: TrainConfig, show_progress: bool | None = None,
     optimizer, aux_optimizer = strategy.optimizer, parts.aux_optimizer
     steps_per_epoch = len(train_loader)
     lr_scheduler = build_lr_scheduler(optimizer, cfg.lr_schedule, cfg.epochs, steps_per_epoch, cfg.warmup_steps)
-    after_step = lr_scheduler.step if is_per_step(cfg.lr_schedule) else None
+    per_step_lr = is_per_step(cfg.lr_schedule)
+    position = [0]  # batches of the current epoch trained: where an interrupted epoch resumes
+
+    def after_step() -> None:
+        position[0] += 1
+        if per_step_lr:
+            lr_scheduler.step()
     state = TrainState(model, optimizer, aux_optimizer, lr_scheduler, strategy, cfg.to_dict(), dist)
 
     # -- run directory, checkpoints, records (rank 0 writes) ------------------------------
     run_dir = resume_file.parent if resume_file else prepare_run_dir(cfg, create=dist.is_main)
     outputs = RunOutputs(run_dir, cfg, writer=dist.is_main)
-    start_epoch, best_loss = 0, math.inf
+    start_epoch, start_batch, best_loss = 0, 0, math.inf
     try:
         if resume_file:
-            start_epoch, best_loss = state.restore(outputs.load(resume_file, map_location=device), resume_file)
-            if after_step is not None:  # an interrupted epoch is repeated from its first batch
-                lr_scheduler.last_epoch = start_epoch * steps_per_epoch
+            start_epoch, start_batch, best_loss = state.restore(outputs.load(resume_file, map_location=device),
+                                                                resume_file)
+            start_batch = min(start_batch, steps_per_epoch)
+            if per_step_lr:  # an interrupted epoch continues from the batch it stopped at
+                lr_scheduler.last_epoch = start_epoch * steps_per_epoch + start_batch
                 set_total_steps(lr_scheduler, cfg.epochs * steps_per_epoch)  # --epochs may change; sets the LR
-            log.info("resumed from %s at epoch %d", resume_file, start_epoch)
+            log.info("resumed from %s at epoch %d%s", resume_file, start_epoch,
+                     f", batch {start_batch}" if start_batch else "")
         outputs.open_records(cfg, resumed=resume_file is not None, start_epoch=start_epoch, world_size=dist.world_size)
         if plan is not None:
             outputs.note("budget", plan.to_dict())
@@ -119,17 +128,22 @@ def fit(cfg: TrainConfig, show_progress: bool | None = None,
     try:
         while epoch < total_epochs:
             epoch_started = time.perf_counter()
+            first_batch = start_batch if epoch == start_epoch else 0
             lr = optimizer.param_groups[0]["lr"]
+            if first_batch and per_step_lr:  # the epoch's LR is its first batch's, also when resumed mid-way
+                lr = lr_at(lr_scheduler, epoch * steps_per_epoch) or lr
             strategy.begin_epoch(epoch)
-            train_loader.set_epoch(epoch)
-            train_stats = train_one_epoch(strategy.step, trained, train_loader, device, epoch, steps_per_epoch,
-                                          show_progress if dist.is_main else False, after_step=after_step)
+            train_loader.set_epoch(epoch, first_batch)
+            position[0] = first_batch
+            train_stats = train_one_epoch(strategy.step, trained, train_loader, device, epoch,
+                                          steps_per_epoch - first_batch, show_progress if dist.is_main else False,
+                                          after_step=after_step)
             train_seconds = time.perf_counter() - epoch_started
             check_in_sync(model, dist, strategy.sync_tensor())
             # every rank tests the same full test split: identical numbers, no communication
             test_stats = test_epoch(model, criterion, test_loader, device)
             test_loss = test_stats.values["loss"]
-            if after_step is None:
+            if not per_step_lr:
                 step_lr_scheduler(lr_scheduler, test_loss)
             schedule_values = strategy.epoch_values()
             strategy.end_epoch(epoch, test_loss)
@@ -138,7 +152,8 @@ def fit(cfg: TrainConfig, show_progress: bool | None = None,
             metrics = {"epoch": epoch, **test_stats.values, "lr": lr, **schedule_values,
                        **{f"train/{k}": v for k, v in train_stats.values.items()},
                        "skipped_steps": train_stats.skipped, "epoch_seconds": seconds,
-                       "train_images_per_second": steps_per_epoch * cfg.batch_size * dist.world_size / train_seconds}
+                       "train_images_per_second": (steps_per_epoch - first_batch) * cfg.batch_size * dist.world_size
+                       / train_seconds}
             outputs.log_epoch(epoch, metrics)
             log.info(format_summary(epoch, total_epochs, train_stats, test_stats, lr, seconds, schedule_values))
             if clock is not None:  # before the checkpoint, so that it carries the new length
@@ -162,7 +177,7 @@ def fit(cfg: TrainConfig, show_progress: bool | None = None,
     except KeyboardInterrupt:
         log.warning("interrupted in epoch %d: saving a resumable checkpoint", epoch)
         if not dist.enabled:  # under DDP the other ranks may be gone: a collective would hang
-            outputs.save_checkpoint(**state.capture(epoch, None, best_loss, completed=False))
+            outputs.save_checkpoint(**state.capture(epoch, None, best_loss, completed=False, batches_done=position[0]))
         outputs.finish("interrupted", exit_code=130)
         log.warning("resume with: lictrain train --resume %s", run_dir)
         return RunResult(run_dir, "interrupted", outputs.summary)

@@ -18,6 +18,12 @@ from lictrain.training.steps import StepOutcome
 log = logging.getLogger(__name__)
 
 
+def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch on ``device`` as float in [0, 1]: uint8 crops travel as bytes and become float there."""
+    batch = batch.to(device, non_blocking=True)
+    return batch.float().div_(255.0) if batch.dtype == torch.uint8 else batch
+
+
 @dataclass
 class EpochStats:
     """Means over an epoch's batches (train: applied steps only)."""
@@ -45,7 +51,7 @@ def train_one_epoch(
     applied = skipped = 0
     bar = tqdm(loader, total=total_batches, desc=f"epoch {epoch}", leave=False, disable=None if show_progress is None else not show_progress, dynamic_ncols=True)
     for batch in bar:
-        outcome = step(batch.to(device, non_blocking=True))
+        outcome = step(to_device(batch, device))
         if after_step is not None:
             after_step()
         if not outcome.applied:
@@ -70,7 +76,7 @@ def test_epoch(model: torch.nn.Module, criterion: RateDistortionLoss, loader: It
     sums: dict[str, float] = defaultdict(float)
     count = 0
     for batch in loader:
-        batch = batch.to(device)
+        batch = to_device(batch, device)
         out = model(batch)
         terms = criterion(out, batch)
         n = batch.shape[0]

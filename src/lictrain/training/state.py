@@ -28,8 +28,12 @@ class TrainState:
     config: dict[str, Any]
     dist: DistInfo
 
-    def capture(self, epoch: int, test_loss: float | None, best_loss: float, completed: bool) -> dict[str, Any]:
+    def capture(self, epoch: int, test_loss: float | None, best_loss: float, completed: bool,
+                batches_done: int = 0) -> dict[str, Any]:
         """Keyword arguments for ``CheckpointManager.save_checkpoint``.
+
+        ``batches_done``: of an interrupted (not ``completed``) epoch, the batches already trained,
+        where a resumed run starts that epoch again.
 
         Collective under DDP (every rank's RNG state is gathered), so call it on all ranks.
         """
@@ -39,11 +43,12 @@ class TrainState:
             aux_optimizer_state=self.aux_optimizer.state_dict() if self.aux_optimizer else None,
             lr_scheduler_state=self.lr_scheduler.state_dict(), strategy_state=self.strategy.state_dict(),
             rng_states=gather_objects(capture_rng_state(), self.dist), best_loss=best_loss,
-            completed=completed, config=self.config,
+            completed=completed, config=self.config, batches_done=0 if completed else int(batches_done),
         )
 
-    def restore(self, ckpt: dict[str, Any], path: Any) -> tuple[int, float]:
-        """Load ``ckpt`` into the live objects; return (first epoch to run, best loss so far)."""
+    def restore(self, ckpt: dict[str, Any], path: Any) -> tuple[int, int, float]:
+        """Load ``ckpt`` into the live objects; return (first epoch to run, the batch of it to start
+        at, best loss so far)."""
         if ckpt.get("lictrain", {}).get("kind") == "weights":
             raise CheckpointError(f"{path} holds weights only (a best checkpoint); resume from the run directory "
                                   "or its latest checkpoint, or fine-tune with --pretrained")
@@ -61,5 +66,7 @@ class TrainState:
             log.warning("%s was written by %d process(es), this run has %d: training continues, but not "
                         "bit-identically to an uninterrupted run", path, len(rng_states), self.dist.world_size)
         restore_rng_state(rng_states[self.dist.rank % len(rng_states)])
-        start = int(ckpt["epoch"]) + (1 if ckpt.get("completed", True) else 0)
-        return start, float(ckpt.get("best_loss", math.inf))
+        completed = ckpt.get("completed", True)
+        start = int(ckpt["epoch"]) + (1 if completed else 0)
+        batch = 0 if completed else int(ckpt.get("batches_done", 0) or 0)
+        return start, batch, float(ckpt.get("best_loss", math.inf))
