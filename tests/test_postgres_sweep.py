@@ -74,6 +74,17 @@ def _worker(url: str, data: Path, out: Path, log: Path) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
 
 
+def _holds_a_trial(pid: int, out: Path) -> bool:
+    """Whether process ``pid`` holds the lock of a trial directory under ``out`` (is training it)."""
+    for lock in out.glob("trial-*/.lictrain.lock"):
+        try:
+            if f'"pid": {pid},' in lock.read_text():
+                return True
+        except OSError:  # released (unlinked) while we looked
+            continue
+    return False
+
+
 def test_two_workers_one_killed_study_completes(postgres_url: str, image_folder: Path, tmp_path: Path) -> None:
     import optuna
 
@@ -82,18 +93,16 @@ def test_two_workers_one_killed_study_completes(postgres_url: str, image_folder:
     survivor = _worker(postgres_url, image_folder, out, tmp_path / "a.log")
     victim = _worker(postgres_url, image_folder, out, tmp_path / "b.log")
     try:
+        # Kill the victim while it is inside a trial: its run directory's lock names its pid. (Polling
+        # the study for two RUNNING trials at once missed trials of 1-3 s: the old wait was a race.)
         deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:  # wait until both workers are inside a trial
-            try:
-                study = optuna.load_study(study_name="ci", storage=postgres_url)
-                running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-            except KeyError:  # study not created yet
-                running = []
-            if len(running) >= 2:
-                break
-            time.sleep(0.5)
+        while time.monotonic() < deadline and not _holds_a_trial(victim.pid, out):
+            if victim.poll() is not None:
+                pytest.fail("the victim worker ended before it ran a trial:\n" + (tmp_path / "b.log").read_text()[-2000:])
+            time.sleep(0.02)
         else:
-            pytest.fail("the two workers never ran trials at the same time:\n" + (tmp_path / "a.log").read_text()[-2000:])
+            if time.monotonic() >= deadline:
+                pytest.fail("the victim worker never ran a trial:\n" + (tmp_path / "b.log").read_text()[-2000:])
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=30)
         assert survivor.wait(timeout=400) == 0, (tmp_path / "a.log").read_text()[-3000:]

@@ -115,6 +115,20 @@ def load_test_crops(dataset: str | None, size: int) -> list[NamedImage]:
     Raises:
         DataError: no readable test photo, or none as large as the crop.
     """
+    key = (str(Path(dataset).expanduser().resolve()) if dataset is not None and "://" not in str(dataset)
+           else str(dataset), size)
+    if key in _TEST_CROPS:  # sweep trials in one process share the test split's decode
+        return list(_TEST_CROPS[key])
+    kept = _centre_crops(dataset, size)
+    _TEST_CROPS.clear()  # one data set at a time: a bounded cache
+    _TEST_CROPS[key] = tuple(kept)
+    return kept
+
+
+_TEST_CROPS: dict[tuple[str, int], tuple[NamedImage, ...]] = {}
+
+
+def _centre_crops(dataset: str | None, size: int) -> list[NamedImage]:
     if dataset is None:
         named = [(im.name, im.pixels.permute(1, 2, 0).numpy()) for im in load_builtin("test")]
         arrays: Iterator[tuple[str, np.ndarray]] = iter(named)

@@ -273,7 +273,8 @@ class ShardLoader:
     def describe(self) -> str:
         what = "one pass over" if self.epoch_size is None else "capped by --epoch-size:"
         return (f"epoch = {what} {self.index.samples} samples in {len(self.index.shards)} shard(s) -> {len(self)} "
-                f"batches of {self.batch_size}{f' on each of {self.world_size} ranks' if self.world_size > 1 else ''}")
+                f"batches of {self.batch_size}{f' on each of {self.world_size} ranks' if self.world_size > 1 else ''}, "
+                f"{self.crops_per_image} crop(s) per sample, {self.num_workers or 'no'} decoding worker(s)")
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.epoch, self.start_batch = epoch, start_batch

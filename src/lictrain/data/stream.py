@@ -203,7 +203,9 @@ class CropLoader:
         self.epoch, self.start_batch = epoch, start_batch
 
     def describe(self) -> str:
-        return self.shape.describe(len(self.photos), self.world_size, self.crops_per_image, self.batch_size)
+        workers = self.loader.num_workers
+        return (self.shape.describe(len(self.photos), self.world_size, self.crops_per_image, self.batch_size)
+                + f", {workers or 'no'} decoding worker{'s' if workers != 1 else ''}")
 
     def _windows(self) -> Iterator[Window]:
         return windows(len(self.photos), self.shape, self.seed, self.epoch, self.rank, self.world_size,

@@ -34,7 +34,8 @@ def load_eval_images(dataset: str | os.PathLike[str] | None) -> tuple[list[Named
     """Images to evaluate on, and a description of where they came from.
 
     ``None``: the built-in test photos (chelsea, coffee). A folder: its ``test/`` subfolder
-    when it has one (CompressAI's layout), else every image directly inside it. A file: that image.
+    when it has one (CompressAI's layout), else every image directly inside it. A file list or
+    prepared shards: their test split. An image file: that image.
 
     Raises:
         DataError: missing path, no images, or none readable.
@@ -44,7 +45,12 @@ def load_eval_images(dataset: str | os.PathLike[str] | None) -> tuple[list[Named
 
     if dataset is None:
         return load_builtin("test"), "built-in test photos (chelsea, coffee)"
+    from lictrain.data.loaders import list_test_photos
+    from lictrain.data.sources import LIST_SUFFIXES, is_shard_dataset
+
     root = Path(dataset).expanduser()
+    if is_shard_dataset(dataset) or (root.is_file() and root.suffix.lower() in LIST_SUFFIXES):
+        return load_images(list(list_test_photos(dataset)), what="evaluation"), f"test split of {dataset}"
     if root.is_file():
         return load_images([root], what="evaluation"), str(root)
     if not root.exists():

@@ -46,6 +46,9 @@ OBJECTIVES = {
     "bpp-psnr": (["minimize", "maximize"], ("bpp", "psnr")),
 }
 
+#: re-opens of the storage when concurrent workers race to create its tables
+SCHEMA_RACE_RETRIES = 5
+
 #: default Optuna search space when --optuna gets no --grid
 DEFAULT_SPACE = ("gamma=0.0005:0.02:log", "w_lr=0.005:0.1:log")
 
@@ -113,16 +116,23 @@ def open_study(settings: StudySettings, space: dict[str, ParamSpec], base: Train
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        try:
-            storage = RDBStorage(
-                url, heartbeat_interval=settings.heartbeat, grace_period=2 * settings.heartbeat,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
-                    max_retry=settings.max_retries, inherit_intermediate_values=True),
-                engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
-            )
-        except Exception as exc:  # sqlalchemy raises many types for a bad URL or an unreachable server
-            raise StudyError(f"cannot open the Optuna storage {shown_url(url)}: {type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0]}") from exc
+        for attempt in range(SCHEMA_RACE_RETRIES + 1):
+            try:
+                storage = RDBStorage(
+                    url, heartbeat_interval=settings.heartbeat, grace_period=2 * settings.heartbeat,
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                        max_retry=settings.max_retries, inherit_intermediate_values=True),
+                    engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
+                )
+                break
+            except Exception as exc:  # sqlalchemy raises many types for a bad URL or an unreachable server
+                # Workers started together on a fresh database race to create Optuna's tables; the
+                # loser sees a duplicate-key/already-exists error and only has to open them again.
+                if attempt < SCHEMA_RACE_RETRIES and _is_schema_race(exc):
+                    time.sleep(0.5 * (attempt + 1))
+                    continue
+                raise StudyError(f"cannot open the Optuna storage {shown_url(url)}: {type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0]}") from exc
     pruner = _pruner(settings, base)
     try:
         study = optuna.create_study(storage=storage, study_name=settings.study_name, directions=directions,
@@ -148,6 +158,11 @@ def open_study(settings: StudySettings, space: dict[str, ParamSpec], base: Train
         seed=None if settings.seed is None else settings.seed + spent,  # a resumed sweep draws new points
         n_startup_trials=max(2, min(10, settings.n_trials // 3)))
     return study
+
+
+def _is_schema_race(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return any(marker in text for marker in ("duplicate key", "already exists", "uniqueviolation"))
 
 
 def _pruner(settings: StudySettings, base: TrainConfig) -> Any:

@@ -31,6 +31,9 @@ from lictrain.training.state import TrainState
 
 log = logging.getLogger(__name__)
 
+#: share of an epoch spent waiting for batches above which the run says the loader is the bottleneck
+DATA_WAIT_HINT = 0.3
+
 
 @dataclass
 class RunResult:
@@ -124,7 +127,7 @@ def fit(cfg: TrainConfig, show_progress: bool | None = None,
     if plan is not None:  # a gamma schedule is fixed to the planned length: the run may only shorten
         clock = BudgetClock(plan.budget_seconds, started, max_epochs=requested_epochs,
                             can_grow=not (cfg.use_balanced and cfg.adaptive_gamma))
-    epoch = start_epoch
+    epoch, hinted = start_epoch, False
     try:
         while epoch < total_epochs:
             epoch_started = time.perf_counter()
@@ -154,6 +157,12 @@ def fit(cfg: TrainConfig, show_progress: bool | None = None,
                        "skipped_steps": train_stats.skipped, "epoch_seconds": seconds,
                        "train_images_per_second": (steps_per_epoch - first_batch) * cfg.batch_size * dist.world_size
                        / train_seconds}
+            metrics["data_wait_fraction"] = train_stats.data_wait / train_seconds if train_seconds > 0 else 0.0
+            if metrics["data_wait_fraction"] > DATA_WAIT_HINT and not hinted:
+                hinted = True
+                log.warning("the training steps waited for data %.0f%% of epoch %d: the loader (%s) is the "
+                            "bottleneck; raise --num-workers or --crops-per-image (docs/data.md)",
+                            100 * metrics["data_wait_fraction"], epoch, train_loader.describe())
             outputs.log_epoch(epoch, metrics)
             log.info(format_summary(epoch, total_epochs, train_stats, test_stats, lr, seconds, schedule_values))
             if clock is not None:  # before the checkpoint, so that it carries the new length

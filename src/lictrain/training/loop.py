@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +31,7 @@ class EpochStats:
 
     values: dict[str, float]
     skipped: int = 0
+    data_wait: float = 0.0  # seconds the loop waited for the loader (train)
 
 
 def train_one_epoch(
@@ -49,7 +51,8 @@ def train_one_epoch(
     model.train()
     sums: dict[str, float] = defaultdict(float)
     applied = skipped = 0
-    bar = tqdm(loader, total=total_batches, desc=f"epoch {epoch}", leave=False, disable=None if show_progress is None else not show_progress, dynamic_ncols=True)
+    waited = [0.0]
+    bar = tqdm(_timed(loader, waited), total=total_batches, desc=f"epoch {epoch}", leave=False, disable=None if show_progress is None else not show_progress, dynamic_ncols=True)
     for batch in bar:
         outcome = step(to_device(batch, device))
         if after_step is not None:
@@ -65,7 +68,20 @@ def train_one_epoch(
         bar.set_postfix(loss=f"{outcome.loss:.4f}", bpp=f"{outcome.bpp:.3f}", psnr=f"{psnr:.2f}", refresh=False)
     if skipped:
         log.warning("epoch %d: skipped %d batch(es) with a non-finite loss or gradient", epoch, skipped)
-    return EpochStats({k: v / applied for k, v in sums.items()} if applied else {}, skipped)
+    return EpochStats({k: v / applied for k, v in sums.items()} if applied else {}, skipped, waited[0])
+
+
+def _timed(loader: Iterable[torch.Tensor], waited: list[float]) -> Iterator[torch.Tensor]:
+    """``loader``'s batches, adding the seconds spent waiting for each to ``waited[0]``."""
+    iterator = iter(loader)
+    while True:
+        started = time.perf_counter()
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        waited[0] += time.perf_counter() - started
+        yield batch
 
 
 @torch.no_grad()
