@@ -20,6 +20,7 @@ from lictrain.config import TrainConfig
 from lictrain.losses import RateDistortionLoss
 from lictrain.models import build_model
 from lictrain.training.build import build_loaders
+from lictrain.training.loop import to_device
 from lictrain.training.optimizers import build_aux_optimizer, split_parameters
 from lictrain.training.strategy import StandardStrategy
 
@@ -58,13 +59,13 @@ def main() -> None:
                       epoch_size=args.batch_size * (args.repeats + 4))
     loader, _, _ = build_loaders(cfg, torch.device("cpu"))
     loader.set_epoch(0)
-    batch = next(iter(loader))
+    batch = to_device(next(iter(loader)), torch.device("cpu"))  # uint8 crops -> float, as in training
     criterion = RateDistortionLoss(cfg.lmbda)
 
     ours_model = build_model(args.model, args.quality)
     plain_model = copy.deepcopy(ours_model)
     net, aux = split_parameters(ours_model)
-    ours = StandardStrategy(cfg, ours_model, criterion, net, build_aux_optimizer(aux, cfg.aux_lr))
+    ours = StandardStrategy(cfg, ours_model, ours_model, criterion, net, build_aux_optimizer(aux, cfg.aux_lr))
     p_net, p_aux = split_parameters(plain_model)
     p_opt, p_aux_opt = torch.optim.Adam(p_net, lr=cfg.peak_lr), torch.optim.Adam(p_aux, lr=cfg.aux_lr)
 
@@ -80,7 +81,7 @@ def main() -> None:
     ours_t, plain_t, load_t = [], [], []
     iterator = iter(loader)
     for i in range(args.repeats):
-        load_t.append(timed(lambda: next(iterator)))  # as in training: a batch drawn between steps
+        load_t.append(timed(lambda: to_device(next(iterator), torch.device("cpu"))))  # as in training
         # alternate which goes first, so neither always follows the other
         if i % 2:
             ours_t.append(timed(run_ours)); plain_t.append(timed(run_plain))

@@ -106,3 +106,45 @@ def test_bad_recipe_flags_are_one_line_errors(argv: list[str], message: str, tmp
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+def _one_line_exit_2(argv: list[str], capsys: pytest.CaptureFixture, command: str = "train") -> str:
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "Traceback" not in "\n".join(err)
+    assert err[-1].startswith(f"lictrain {command}: error:")
+    return err[-1]
+
+
+def test_a_folder_of_only_bad_photos_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("a.jpg", "b.png", "c.webp"):
+        (data / name).write_bytes(b"not an image")
+    line = _one_line_exit_2(["train", "--dataset", str(data), "--epochs", "1", "--wandb-mode", "disabled",
+                             "--save-path", str(tmp_path / "run")], capsys)
+    assert "no usable training photo among 2 file(s)" in line
+
+
+def test_data_flags(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    cfg = cfg_of("--num-workers", "auto", "--crops-per-image", "4", "--epoch_size", "64")
+    assert cfg.num_workers is None and cfg.crops_per_image == 4 and cfg.epoch_size == 64
+    assert cfg_of().epoch_size is None and cfg_of("--num_workers", "3").num_workers == 3
+    with pytest.raises(SystemExit):
+        main(["train", "--num-workers", "-1"])
+    assert "expected a whole number >= 0 or auto" in capsys.readouterr().err
+    line = _one_line_exit_2(["train", "--crops-per-image", "0", "--wandb-mode", "disabled",
+                             "--save-path", str(tmp_path / "r")], capsys)
+    assert "--crops-per-image must be a positive integer" in line
+
+
+def test_data_prepare_and_info_errors_are_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    line = _one_line_exit_2(["data", "prepare", str(tmp_path / "nope"), str(tmp_path / "out")], capsys, "data")
+    assert "dataset not found" in line
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("mine")
+    (tmp_path / "src").mkdir()
+    line = _one_line_exit_2(["data", "prepare", str(tmp_path / "src"), str(tmp_path / "out")], capsys, "data")
+    assert "never overwrites" in line and (tmp_path / "out" / "keep.txt").read_text() == "mine"
+    line = _one_line_exit_2(["data", "info", str(tmp_path / "src")], capsys, "data")
+    assert "no images" in line

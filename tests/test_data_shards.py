@@ -135,3 +135,26 @@ def test_uneven_shards_resume_exactly_from_any_batch(tmp_path: Path) -> None:
         for start in range(len(full)):
             tail = run_epoch(loader, 2, start=start)
             assert all(torch.equal(a, b) for a, b in zip(full[start:], tail, strict=True)), (out, start)
+
+
+def test_shards_stream_from_a_url_with_their_test_photos(shards: Path) -> None:
+    import functools
+    import http.server
+    import threading
+
+    from lictrain.data.loaders import load_test_crops
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(shards))
+    handler.log_message = lambda *a, **k: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        index = read_index(url)
+        assert index.samples == 40 and index.shards[0].url == f"{url}/train-000000.tar"
+        loader = ShardLoader(index, 16, 5, 1, None, seed=0, num_workers=2)
+        assert sorted(ids(run_epoch(loader, 0))) == list(range(40))
+        crops = load_test_crops(url, 16)
+        assert [c.name for c in crops] == ["p000.png", "p001.png"] and int(crops[1].pixels.max()) == 1
+    finally:
+        server.shutdown()

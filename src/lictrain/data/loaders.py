@@ -17,10 +17,10 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from lictrain.data.builtin import load_builtin
-from lictrain.data.images import NamedImage, decode_hwc, hwc_to_chw, list_images, load_images
+from lictrain.data.images import NamedImage, decode_hwc, hwc_to_chw, list_images
 from lictrain.data.order import BUILTIN_EPOCH_CROPS
-from lictrain.data.shards import ShardLoader, read_index, shard_test_folder
-from lictrain.data.sources import FileSource, PathIndex, is_shard_dataset, resolve_files
+from lictrain.data.shards import ShardLoader, decode_sample, read_index, shard_samples, shard_test_folder
+from lictrain.data.sources import is_shard_dataset, resolve_files
 from lictrain.data.stream import CropLoader, FilePhotos, MemoryPhotos, first_usable
 from lictrain.errors import DataError
 
@@ -77,35 +77,49 @@ def train_loader(dataset: str | None, settings: LoaderSettings, rank: int = 0, w
     return CropLoader(photos, epoch_size=settings.epoch_size, **common)  # type: ignore[arg-type]
 
 
-def list_test_photos(dataset: str | os.PathLike[str]) -> PathIndex | list[Path]:
-    """The test photos of ``dataset`` (paths only).
+def test_photos(dataset: str | os.PathLike[str] | None) -> Iterator[tuple[str, np.ndarray]]:
+    """The test photos of ``dataset`` as (name, HWC uint8 array), decoded one at a time.
+
+    Built-in: chelsea and coffee. Files: the test split. Shards: their local ``test/`` folder,
+    or (a URL) the ``test.tar`` shard next to ``index.json``. Unreadable photos are skipped
+    with a warning.
 
     Raises:
         DataError: missing data or no test photos.
     """
+    if dataset is None:
+        for im in load_builtin("test"):
+            yield im.name, im.pixels.permute(1, 2, 0).numpy()
+        return
     if is_shard_dataset(dataset):
         index = read_index(str(dataset))
         folder = shard_test_folder(index)
-        if folder is None:
-            raise DataError(f"the shards at {dataset} have no local test folder ({index.test}); train with the shards' "
-                            "test photos copied to a local folder next to index.json (`lictrain data prepare` does)")
-        paths = list_images(folder)
-        if not paths:
-            raise DataError(f"no test photos in {folder}")
-        return paths
-    source: FileSource = resolve_files(dataset)
-    return source.test
+        if folder is not None:
+            yield from _decoded(list_images(folder))
+            return
+        if index.test_shard is None:
+            raise DataError(f"the shards at {dataset} have no test photos; rewrite them with `lictrain data prepare`")
+        for sample in shard_samples(index.test_shard):
+            try:
+                name = sample.get("name.txt", sample.get("__key__"))
+                name = name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
+                yield name, decode_sample(sample)
+            except DataError as exc:
+                log.warning("skipping test photo %s: %s", sample.get("__key__"), exc)
+        return
+    yield from _decoded(resolve_files(dataset).test)
 
 
 def load_test_images(dataset: str | None) -> list[NamedImage]:
-    """The whole test photos (for the closing evaluation): the built-in ones, or the test split.
+    """The whole test photos (for the closing evaluation and ``eval``).
 
     Raises:
         DataError: no readable test photo.
     """
-    if dataset is None:
-        return load_builtin("test")
-    return load_images(list(list_test_photos(dataset)), what="test")
+    images = [NamedImage(name, hwc_to_chw(array)) for name, array in test_photos(dataset)]
+    if not images:
+        raise DataError(f"no readable test photo in {dataset}; add readable images to its test split")
+    return images
 
 
 def load_test_crops(dataset: str | None, size: int) -> list[NamedImage]:
@@ -129,13 +143,8 @@ _TEST_CROPS: dict[tuple[str, int], tuple[NamedImage, ...]] = {}
 
 
 def _centre_crops(dataset: str | None, size: int) -> list[NamedImage]:
-    if dataset is None:
-        named = [(im.name, im.pixels.permute(1, 2, 0).numpy()) for im in load_builtin("test")]
-        arrays: Iterator[tuple[str, np.ndarray]] = iter(named)
-    else:
-        arrays = _decoded(list_test_photos(dataset))
     kept, short_sides = [], []
-    for name, array in arrays:
+    for name, array in test_photos(dataset):
         height, width = array.shape[:2]
         short_sides.append(min(height, width))
         if min(height, width) < size:

@@ -76,9 +76,9 @@ def prepare_shards(src: str | os.PathLike[str], out: str | os.PathLike[str], *, 
         raise ConfigError(f"--tile-format must be one of {', '.join(TILE_FORMATS)}, got {tile_format!r}")
     if shard_samples < 1 or not shard_megabytes > 0:
         raise ConfigError("--shard-samples and --shard-megabytes must be positive")
-    source = resolve_files(src)
     out = Path(out).expanduser()
     _check_out(out)
+    source = resolve_files(src)
     out.mkdir(parents=True, exist_ok=True)
     partial = out / "index.json.partial"
     shards: list[dict[str, object]] = []
@@ -135,14 +135,19 @@ def prepare_shards(src: str | os.PathLike[str], out: str | os.PathLike[str], *, 
             state["writer"].close()
         if written == 0:
             raise DataError(f"no training photo of {src} could be written ({skipped} skipped); check the source")
+        # the test photos twice: as files (local training, `eval`) and as one tar (training from a URL)
         test_dir = out / "test"
         test_dir.mkdir()
-        for i in range(len(source.test)):
-            target = test_dir / source.test.name(i).replace("/", "__")
-            shutil.copyfile(source.test[i], target)
+        with wds.TarWriter(str(out / "test.tar")) as test_tar:
+            for i in range(len(source.test)):
+                name = source.test.name(i).replace("/", "__")
+                shutil.copyfile(source.test[i], test_dir / name)
+                stem, ext = os.path.splitext(name)
+                test_tar.write({"__key__": f"{i:09d}", ext.lower().lstrip("."): (test_dir / name).read_bytes(),
+                                "name.txt": name})
         partial.write_text(json.dumps({
             "format": FORMAT, "version": 1, "source": str(src), "tile": tile,
-            "tile_format": tile_format if tile else None, "train": shards, "test": "test",
+            "tile_format": tile_format if tile else None, "train": shards, "test": "test", "test_shard": "test.tar",
         }, indent=1))
         os.replace(partial, out / INDEX_NAME)  # the index appears last: a half-written OUT is never trained on
     except BaseException:

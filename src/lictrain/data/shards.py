@@ -64,6 +64,7 @@ class ShardIndex:
     shards: tuple[Shard, ...]
     test: str | None  # folder (or URL prefix) of the test photos
     tile: int | None
+    test_shard: str | None = None  # the test photos as one tar (read when the folder is remote)
 
     @property
     def samples(self) -> int:
@@ -104,9 +105,9 @@ def read_index(dataset: str) -> ShardIndex:
         shards = tuple(Shard(_join(base, str(s["url"])), int(s["samples"])) for s in data["train"])
         if not shards or any(s.samples < 0 for s in shards):
             raise ValueError("no training shards")
-        test = data.get("test")
-        tile = data.get("tile")
-        return ShardIndex(base, shards, _join(base, str(test)) if test else None, int(tile) if tile else None)
+        test, test_shard, tile = data.get("test"), data.get("test_shard"), data.get("tile")
+        return ShardIndex(base, shards, _join(base, str(test)) if test else None, int(tile) if tile else None,
+                          _join(base, str(test_shard)) if test_shard else None)
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise DataError(f"{where} is not a lictrain shard index ({exc}); rewrite it with `lictrain data prepare`") from exc
 
@@ -133,10 +134,18 @@ def decode_sample(sample: dict[str, Any]) -> np.ndarray:
     raise DataError(f"shard sample {key} holds no image ({', '.join(k for k in sample if not k.startswith('__'))})")
 
 
-def _samples(url: str) -> Iterator[dict[str, Any]]:
+def shard_samples(url: str) -> Iterator[dict[str, Any]]:
+    """The samples (``{"__key__": ..., "<ext>": bytes}``) of one tar shard, local or URL.
+
+    Raises:
+        DataError: a shard that cannot be opened or read.
+    """
     from webdataset.tariterators import tarfile_samples
 
-    yield from tarfile_samples([{"url": url}])
+    try:
+        yield from tarfile_samples([{"url": url}])
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"cannot read shard {url} ({exc}); check the path/URL or rewrite the shards") from exc
 
 
 def worker_shards(index: ShardIndex, seed: int, epoch: int, rank: int, world: int, worker: int,
@@ -202,7 +211,7 @@ class ShardStream(IterableDataset):
         for shard in shards:
             if produced >= limit:
                 return
-            samples = list(_samples(self.index.shards[shard].url))
+            samples = list(shard_samples(self.index.shards[shard].url))
             order = np.random.default_rng([self.seed, self.epoch, shard, 0x5A3D]).permutation(len(samples))
             for position in order:
                 if produced >= limit:

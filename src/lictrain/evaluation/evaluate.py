@@ -45,12 +45,12 @@ def load_eval_images(dataset: str | os.PathLike[str] | None) -> tuple[list[Named
 
     if dataset is None:
         return load_builtin("test"), "built-in test photos (chelsea, coffee)"
-    from lictrain.data.loaders import list_test_photos
+    from lictrain.data.loaders import load_test_images
     from lictrain.data.sources import LIST_SUFFIXES, is_shard_dataset
 
     root = Path(dataset).expanduser()
     if is_shard_dataset(dataset) or (root.is_file() and root.suffix.lower() in LIST_SUFFIXES):
-        return load_images(list(list_test_photos(dataset)), what="evaluation"), f"test split of {dataset}"
+        return load_test_images(str(dataset)), f"test split of {dataset}"
     if root.is_file():
         return load_images([root], what="evaluation"), str(root)
     if not root.exists():
