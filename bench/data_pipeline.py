@@ -195,8 +195,23 @@ def section_startup(folders: dict[int, Path]) -> None:
         print(f"| {n} | {times[0]:.2f} | {times[1]:.2f} | {times[2]:.2f} |")
 
 
+def _tree_memory(parent) -> int:  # type: ignore[no-untyped-def]
+    """PSS of a process and its children: forked workers share the parent's pages, which RSS
+    would count once per process (PSS splits each shared page between its sharers)."""
+    import psutil
+
+    total = 0
+    for proc in [parent] + parent.children(recursive=True):
+        try:
+            info = proc.memory_full_info()
+            total += getattr(info, "pss", info.rss)
+        except psutil.Error:
+            pass
+    return total
+
+
 def _peak_rss(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, int]:
-    """(peak MiB of the process tree, wall seconds, exit code) of ``cmd``."""
+    """(peak MiB (PSS) of the process tree, wall seconds, exit code) of ``cmd``."""
     import psutil
 
     started = time.perf_counter()
@@ -209,11 +224,10 @@ def _peak_rss(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float,
         nonlocal peak
         while not done.is_set():
             try:
-                procs = [parent] + parent.children(recursive=True)
-                peak = max(peak, sum(p.memory_info().rss for p in procs if p.is_running()))
+                peak = max(peak, _tree_memory(parent))
             except psutil.Error:
                 pass
-            time.sleep(0.05)
+            time.sleep(0.1)
 
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
@@ -236,18 +250,20 @@ def _probe(kind: str, folder: str) -> None:
 
 
 def section_memory(folders: dict[int, Path], tmp: Path) -> None:
-    print("\n## memory, loader alone: peak RSS MiB (process + workers) building a loader and taking 16 batches")
+    print("\n## memory, loader alone: peak memory MiB (PSS of process + workers) building a loader and taking 16 batches")
     kinds = ("in-memory", "compressai", "lictrain")
     print("| photos | " + " | ".join(kinds) + " |\n|---|---|---|---|")
     for n, folder in folders.items():
         peaks = [_peak_rss([sys.executable, __file__, "--probe", kind, str(folder)])[0] for kind in kinds]
         print(f"| {n} | " + " | ".join(f"{m:.0f}" for m in peaks) + " |")
     exe = str(Path(sys.executable).parent / "lictrain")
-    common = ["train", "--model", "bmshj2018-factorized", "--patch-size", str(PATCH), "--test-patch-size", "256",
-              "--batch-size", "8", "--epochs", "1", "--epoch-size", "64", "--no-final-eval", "--wandb-mode",
-              "disabled", "--num-workers", "1", "--device", "cpu"]
-    print("\n## memory: peak RSS of `lictrain train` (process + its decoding worker; 8 steps of 8 crops)")
-    print("| photos | ranks | peak RSS MiB (all processes) | per rank MiB | wall s |\n|---|---|---|---|---|")
+    # the defaults of `lictrain train` (128 px crops, batch 8) with a short epoch
+    common = ["train", "--model", "bmshj2018-factorized", "--epochs", "1", "--epoch-size", "64", "--no-final-eval",
+              "--wandb-mode", "disabled", "--num-workers", "1", "--device", "cpu"]
+    base = _peak_rss([sys.executable, "-c", "import torch, compressai, lictrain.training.fit"])[0]
+    print(f"\n## memory: peak PSS of `lictrain train` (process + its decoding worker; 8 steps of 8 crops of "
+          f"128 px; importing torch + CompressAI + lictrain alone: {base:.0f} MiB)")
+    print("| photos | ranks | peak MiB (all processes) | per rank MiB | wall s |\n|---|---|---|---|---|")
     rows = []
     for n, folder in folders.items():
         mib, wall, rc = _peak_rss([exe, *common, "--dataset", str(folder), "--save-path", str(tmp / f"mem{n}")])
@@ -260,15 +276,15 @@ def section_memory(folders: dict[int, Path], tmp: Path) -> None:
                                    "--dataset", str(folder), "--save-path", str(tmp / f"ddp{n}")], env)
         print(f"| {n} | 2 | {mib:.0f} | {mib / 2:.0f} | {wall:.1f}{'' if rc == 0 else f' (exit {rc})'} |")
     if len(rows) >= 2:
-        print(f"\npeak RSS at {rows[-1][0]} photos / at {rows[0][0]} photos: {rows[-1][2] / rows[0][2]:.3f}")
+        print(f"\npeak memory at {rows[-1][0]} photos / at {rows[0][0]} photos: {rows[-1][2] / rows[0][2]:.3f}")
 
 
-def section_listing(photo: Path, tmp: Path, count: int) -> None:
+def section_listing(photos: list[Path], tmp: Path, count: int) -> None:
     folder = tmp / "many"
     folder.mkdir()
     started = time.perf_counter()
-    for i in range(count):
-        os.link(photo, folder / f"img{i:07d}.jpg")
+    for i in range(count):  # spread over the photos: a file may have at most 65,000 links (ext4)
+        os.link(photos[i % len(photos)], folder / f"img{i:07d}.jpg")
     made = time.perf_counter() - started
     from lictrain.data.sources import resolve_files
 
@@ -325,7 +341,7 @@ def main() -> None:
         if "memory" in args.sections:
             section_memory(folders, tmp)
         if "listing" in args.sections:
-            section_listing(sorted(small.iterdir())[0], tmp, args.listing_files)
+            section_listing(sorted(small.iterdir()), tmp, args.listing_files)
     finally:
         if args.keep is None:
             shutil.rmtree(tmp, ignore_errors=True)
