@@ -163,4 +163,12 @@ def plan_budget(cfg: Any, device: torch.device, dist: Any, alignment: int, train
     fits = plan_epochs(budget - measured.calibration_seconds, measured.epoch_seconds * PLAN_MARGIN, cfg.epochs)
     plan = replace(measured, epochs=int(min(gather_objects(fits, dist))))
     log.info("%s", plan.describe())
+    available = budget - measured.calibration_seconds
+    if measured.epoch_seconds * PLAN_MARGIN > available:
+        # an epoch is one pass over the data: on a large set, longer than the whole budget
+        steps = max(1, int(available / PLAN_MARGIN / max(measured.step_seconds, 1e-9)))
+        fitting = steps * cfg.batch_size * dist.world_size
+        log.warning("one epoch (%d steps, ~%.0f s) is longer than the %.1f-minute budget: the run will overrun it; "
+                    "pass --epoch-size %d (crops per epoch) for epochs that fit", len(train_loader),
+                    measured.epoch_seconds, cfg.budget_minutes, max(cfg.batch_size, fitting // 10))
     return plan
