@@ -381,3 +381,36 @@ def test_continuous_settings_are_binned_for_heatmaps() -> None:
     table = heatmap_tables(df, "gamma", "w_lr", "psnr")[0.0035]
     assert table.shape[0] <= 6 and table.shape[1] <= 6
     assert table.index.min() > 5e-4 and table.index.max() < 2e-2
+
+
+def _lic_hpcm_balanced_run(root: Path, run_id: str, lmbda: float, gamma: float, psnr: float, bpp: float) -> None:
+    """A synced W&B run as LIC-HPCM-Balanced's train.py logs it: ``lmbda``, ``test/psnr``, ``test/bpp_loss``."""
+    run_dir = root / "wandb" / f"run-20250101_1200{len(list(root.glob('wandb/run-*'))):02d}-{run_id}"
+    (run_dir / "files").mkdir(parents=True)
+    (run_dir / "files" / "config.yaml").write_text(textwrap.dedent(f"""
+        lmbda:
+          value: {lmbda}
+        learning_rate:
+          value: 5.0e-05
+        gamma:
+          value: {gamma}
+        w_lr:
+          value: 0.025
+        use_balanced:
+          value: true
+    """))
+    (run_dir / "files" / "wandb-summary.json").write_text(json.dumps(
+        {"test/psnr": psnr, "test/bpp_loss": bpp, "test/loss": bpp + 1, "test/mse_loss": 1e-3, "train/psnr": 99.0,
+         "epoch": 3000}))
+
+
+def test_runs_logged_by_lic_hpcm_balanced_use_lictrain_names(tmp_path: Path) -> None:
+    for i, (gamma, psnr) in enumerate(((0.003, 30.0), (0.006, 30.4), (0.012, 29.8))):
+        _lic_hpcm_balanced_run(tmp_path, f"lhb{i}", 0.013, gamma, psnr, 0.5 + i / 10)
+    analyzer = HyperparameterAnalyzer(tmp_path)
+    df = analyzer.load_results()
+    assert {"lambda", "lr", "psnr", "bpp", "loss", "mse"} <= set(df.columns)
+    assert "lmbda" not in df.columns and "test/psnr" not in df.columns and "train/psnr" in df.columns
+    assert sorted(df["psnr"]) == [29.8, 30.0, 30.4] and set(df["lambda"]) == {0.013}
+    best = analyzer.recommend_parameters(top_k=1)
+    assert best.iloc[0]["gamma"] == 0.006 and best.iloc[0]["psnr"] == 30.4

@@ -185,3 +185,24 @@ def test_eval_anchors_only_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str
         assert np.all(np.diff([p.mean["bpp"] for p in c.points]) > 0)
     assert main(["eval"]) == 2
     assert "nothing to evaluate" in capsys.readouterr().err
+
+
+def test_published_hpcm_curves_are_anchors_for_rd(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import json
+
+    from lictrain.cli.main import main
+    from lictrain.evaluation.published import published_curve, published_names
+
+    base = published_curve("hpcm-base@clic")
+    assert [round(p.mean["bpp"], 4) for p in base.sorted_points()][:2] == [0.0916, 0.1308]
+    assert base.sorted_points()[-1].mean["psnr"] == pytest.approx(38.4556)
+    msssim = published_curve("hpcm-base@clic-msssim").sorted_points()[0].mean["ms_ssim"]
+    assert msssim == pytest.approx(1 - 10 ** (-1.45694), abs=1e-9)
+    assert len(published_names()) == 8
+    ours = {"name": "ours", "results": {"bpp": [0.1, 0.2, 0.3, 0.45], "psnr-rgb": [31.0, 33.0, 34.8, 36.5]}}
+    (tmp_path / "ours.json").write_text(json.dumps(ours))
+    assert main(["rd", str(tmp_path / "ours.json"), "--anchor", "hpcm-base@clic", "--out", str(tmp_path / "rd.png")]) == 0
+    out = capsys.readouterr().out
+    assert "hpcm-base@clic" in out and (tmp_path / "rd.png").stat().st_size > 0
+    assert main(["rd", "--published"]) == 0 and "hpcm-large@tecnick" in capsys.readouterr().out
+    assert main(["rd", str(tmp_path / "ours.json"), "--anchor", "hpcm-tiny@kodak"]) == 2

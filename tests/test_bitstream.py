@@ -194,3 +194,24 @@ def test_load_codec_from_checkpoint_and_safetensors(factorized, tmp_path: Path) 
         with pytest.raises(LictrainError) as e:
             load_codec(tmp_path / junk, model="bmshj2018-factorized", quality=1)
         one_line_error(e.value)
+
+
+def test_official_padding_is_zeros_centred_to_256_and_recorded_in_the_file(factorized) -> None:
+    import dataclasses
+
+    from lictrain.evaluation.codec import pad_to
+
+    x = torch.ones(1, 3, 40, 72)
+    padded = pad_to(x, 16, "official")
+    assert padded.shape == (1, 3, 256, 256)
+    assert padded[0, 0, 108:148, 92:164].eq(1).all() and padded.sum() == x.sum()  # centred, zeros around
+    assert pad_to(x, 16).shape == (1, 3, 48, 80)  # the default: right/bottom replication
+    model, info = factorized
+    official = dataclasses.replace(info, pad="official")
+    pixels = smooth_image(40, 72)
+    encoded = encode_image(model, official, pixels)
+    stream = unpack(encoded.data)
+    assert stream.centred and not unpack(encode_image(model, info, pixels).data).centred
+    decoded = decode_bytes(model, info, encoded.data)  # the file, not the reader's setting, says how to crop
+    assert decoded.matches_encoder is True and decoded.pixels.shape == (3, 40, 72)
+    assert torch.equal(decoded.pixels, encoded.reconstruction)

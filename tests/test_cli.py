@@ -148,3 +148,53 @@ def test_data_prepare_and_info_errors_are_one_line_exit_2(tmp_path: Path, capsys
     assert "never overwrites" in line and (tmp_path / "out" / "keep.txt").read_text() == "mine"
     line = _one_line_exit_2(["data", "info", str(tmp_path / "src")], capsys, "data")
     assert "no images" in line
+
+
+def test_compressai_spellings_are_aliases() -> None:
+    cfg = cfg_of("-lr", "2e-4", "-n", "3", "--cuda", "--save", "--patch-size", "256", "256",
+                 "--aux-learning-rate", "5e-4", "-e", "7", "--test-batch-size", "2")
+    assert (cfg.lr, cfg.num_workers, cfg.device, cfg.patch_size, cfg.aux_lr, cfg.epochs) == \
+        (2e-4, 3, "cuda", 256, 5e-4, 7)
+    assert cfg_of("--patch_size", "192").patch_size == 192
+
+
+def test_no_flag_abbreviation_is_ambiguous_or_silently_expanded(capsys: pytest.CaptureFixture) -> None:
+    assert cfg_of("--save").save_path is None  # CompressAI's --save, not an abbreviation of --save_path
+    with pytest.raises(SystemExit):
+        main(["train", "--save_pa", "x"])
+    assert "unrecognized arguments: --save_pa" in capsys.readouterr().err
+
+
+def test_rectangular_patch_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    line = _one_line_exit_2(["train", "--patch-size", "256", "128", "--save-path", str(tmp_path / "r")], capsys)
+    assert "square crops" in line
+
+
+@pytest.mark.parametrize("name", ["hpcm", "lic-hpcm-balanced", "compressai"])
+def test_recipes_set_their_values_and_flags_win(name: str, caplog: pytest.LogCaptureFixture) -> None:
+    from lictrain.recipes import RECIPES
+
+    with caplog.at_level("INFO"):
+        cfg = cfg_of("--recipe", name, "--batch-size", "4")
+    recipe = RECIPES[name]
+    for key, value in recipe.values.items():
+        assert getattr(cfg, key) == (4 if key == "batch_size" else value), key
+    assert cfg.recipe == name and f"recipe {name}" in caplog.text and "batch_size=" in caplog.text
+
+
+def test_published_recipe_values() -> None:
+    hpcm, lhb, cai = (cfg_of("--recipe", n) for n in ("hpcm", "lic-hpcm-balanced", "compressai"))
+    assert (hpcm.batch_size, hpcm.patch_size, hpcm.lr, hpcm.lr_schedule, hpcm.epochs, hpcm.epoch_size) == \
+        (32, 256, 1e-4, "multistep", 3000, None)
+    assert (lhb.lr, lhb.batch_size, lhb.cautious_max_scale, lhb.use_balanced, lhb.gamma, lhb.w_lr) == \
+        (5e-5, 16, 10.0, True, 0.003, 0.025)
+    assert (cai.model, cai.quality, cai.lr_schedule, cai.lmbda, cai.test_batch_size) == \
+        ("bmshj2018-factorized", 3, "plateau", 0.01, 64)
+
+
+def test_cautious_max_scale_flag() -> None:
+    assert cfg_of().cautious_max_scale == 10.0
+    assert cfg_of("--cautious-max-scale", "0").cautious_max_scale is None
+    assert cfg_of("--cautious_max_scale", "4").cautious_max_scale == 4.0
+    with pytest.raises(Exception, match="--cautious-max-scale must be a number >= 1"):
+        cfg_of("--cautious-max-scale", "0.5")

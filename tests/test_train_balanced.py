@@ -106,3 +106,16 @@ def test_per_scale_gamma_needs_hierarchical_tasks(capsys: pytest.CaptureFixture,
     code = main(["train", "--use_balanced", "--adaptive_gamma", "--gamma-scale", "s1=0.008", "--save_path",
                  str(tmp_path / "r"), "--wandb-mode", "disabled"])
     assert code == 2 and "needs --adaptive_gamma and --balanced-tasks hierarchical" in capsys.readouterr().err
+
+
+def test_cautious_max_scale_reaches_the_optimiser() -> None:
+    import torch
+
+    from lictrain.config import TrainConfig
+    from lictrain.training.build import build_parts
+    from lictrain.training.distributed import DistInfo
+
+    for flag, expected in ((10.0, 10.0), (None, None), (3.0, 3.0)):
+        cfg = TrainConfig(model="bmshj2018-factorized", use_balanced=True, epochs=1, cautious_max_scale=flag).validate()
+        parts = build_parts(cfg, torch.device("cpu"), DistInfo(), 16)
+        assert parts.strategy.optimizer.cautious_max_scale == expected

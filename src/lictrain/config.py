@@ -37,6 +37,7 @@ class TrainConfig:
     budget's plan capped at ``epochs``; neither: a budget of :data:`DEFAULT_BUDGET_MINUTES`.
     """
 
+    recipe: str | None = None  # the --recipe the run started from (recorded; its values are in the fields)
     # data
     dataset: str | None = None
     patch_size: int = 128
@@ -73,6 +74,7 @@ class TrainConfig:
     gamma: float = 0.003
     w_lr: float = 0.025
     cautious: bool = True
+    cautious_max_scale: float | None = 10.0  # cap on the cautious rescale 1/mean(mask); None: uncapped
     # gamma schedule
     adaptive_gamma: bool = False
     gamma_strategy: str = "hpcm"
@@ -120,6 +122,11 @@ class TrainConfig:
             raise ConfigError(f"--num-workers must be auto or a whole number >= 0, got {self.num_workers}")
         if self.keep_best < 0:
             raise ConfigError(f"--keep-best must be >= 0, got {self.keep_best}")
+        if self.cautious_max_scale is not None and not (
+                isinstance(self.cautious_max_scale, (int, float)) and math.isfinite(self.cautious_max_scale)
+                and self.cautious_max_scale >= 1):
+            raise ConfigError(f"--cautious-max-scale must be a number >= 1 (or 0 for uncapped), got "
+                              f"{self.cautious_max_scale}")
         if not (math.isfinite(self.gamma) and self.gamma >= 0):
             raise ConfigError(f"--gamma must be a finite number >= 0, got {self.gamma}")
         if self.clip_max_norm is not None and not self.clip_max_norm > 0:

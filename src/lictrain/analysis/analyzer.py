@@ -23,6 +23,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from lictrain.analysis.aliases import canonical_config, canonical_metrics
 from lictrain.analysis.readers import RunData, scan_runs
 from lictrain.errors import DataError
 
@@ -55,6 +56,9 @@ META = ("name", "state", "status", "run_id", "source", "path")
 def runs_frame(runs: Iterable[RunData]) -> pd.DataFrame:
     """One row per run: meta columns, config columns, then final metrics.
 
+    Names logged by other scripts (``lmbda``, ``test/psnr``, ``test/bpp_loss``, ...) become
+    lictrain's (:mod:`lictrain.analysis.aliases`).
+
     A summary key that is also a config key (``gamma``, ``w_lr`` and ``lr`` are both settings and
     per-epoch values) becomes ``summary/<key>``; the config column keeps the setting. Lists in the
     config become tuples (hashable, for grouping).
@@ -63,9 +67,9 @@ def runs_frame(runs: Iterable[RunData]) -> pd.DataFrame:
     config_keys: dict[str, None] = {}
     summary_keys: dict[str, None] = {}
     for run in runs:
-        config = {k: tuple(v) if isinstance(v, list) else v for k, v in run.config.items()}
+        config = {k: tuple(v) if isinstance(v, list) else v for k, v in canonical_config(run.config).items()}
         summary = {}
-        for key, value in run.summary.items():
+        for key, value in canonical_metrics(run.summary).items():
             if isinstance(value, (dict, list)):
                 continue  # media, tables, histograms: not a number
             summary[f"summary/{key}" if key in config or key in META else key] = value

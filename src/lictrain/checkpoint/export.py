@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from lictrain.checkpoint.manager import _atomic_write, load_checkpoint, resolve_checkpoint
-from lictrain.checkpoint.weights import model_state_of
+from lictrain.checkpoint.manager import _atomic_write
+from lictrain.checkpoint.weights import load_weights
 from lictrain.errors import CheckpointError
 
 __all__ = ["export_safetensors"]
@@ -41,9 +41,8 @@ def export_safetensors(
     """
     from safetensors.torch import save as st_save
 
-    src = resolve_checkpoint(ckpt_path)
-    ckpt = load_checkpoint(src, map_location="cpu")
-    state = model_state_of(ckpt, src, "a lictrain checkpoint or a saved state_dict")
+    weights = load_weights(ckpt_path)  # lictrain, CompressAI, official HPCM (converted) or bare
+    src, ckpt, state = weights.file, weights.checkpoint, weights.state
     tensors: dict[str, torch.Tensor] = {}
     skipped = []
     for k, v in state.items():
@@ -58,6 +57,10 @@ def export_safetensors(
         raise CheckpointError(f"'model_state' in {src} holds no tensors; nothing to export")
 
     metadata = {"format": "pt", "source": src.name}
+    if weights.model:  # lets eval/compress/--pretrained build the model without --model/--quality
+        metadata["model"] = str(weights.model)
+    if weights.quality is not None:
+        metadata["quality"] = str(weights.quality)
     for key in ("epoch", "metric", "metric_value"):
         value: Any = ckpt.get(key)
         if isinstance(value, (int, str)) or (isinstance(value, float) and math.isfinite(value)):

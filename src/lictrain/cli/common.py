@@ -9,7 +9,16 @@ from typing import Any, NoReturn
 
 
 class FriendlyParser(argparse.ArgumentParser):
-    """ArgumentParser that reports a bad flag as one line (and exit code 2), no usage dump."""
+    """ArgumentParser that reports a bad flag as one line (and exit code 2), no usage dump.
+
+    Abbreviations are off: with two spellings of every flag (``--save_path``/``--save-path``),
+    argparse would call ``--save`` "ambiguous" between them, and a prefix that works today
+    could break when a flag is added.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")

@@ -38,6 +38,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
              help="classical anchors to evaluate too: comma list of jpeg420, jpeg444, webp, avif, or all")
     add_flag(p, "anchor_qualities", metavar="LIST", default=None,
              help="anchor quality sweep, e.g. 10,30,50,70,90 or 10:95:5 (default 10,20,...,90,95)")
+    add_flag(p, "pad", default="replicate",
+             help="replicate (default: right/bottom edge replication to the model's multiple) or official (zeros, "
+                  "centred, multiples of 256: the official HPCM test protocol, to reproduce published numbers)")
     add_flag(p, "no_bitstreams", action="store_true", help="do not keep the .lic files (they are still written and read back in memory)")
     add_flag(p, "no_estimate", action="store_true", help="skip the forward pass that gives the estimated bpp")
     add_flag(p, "quiet", action="store_true", help="no per-image progress lines")
@@ -54,6 +57,10 @@ def run(args: argparse.Namespace) -> int:
     from lictrain.evaluation.report import results_table
     from lictrain.evaluation.results import write_curve
 
+    from lictrain.evaluation.codec import PAD_MODES
+
+    if args.pad not in PAD_MODES:
+        raise ConfigError(f"--pad must be one of {', '.join(PAD_MODES)}, got {args.pad!r}")
     if not args.checkpoints and not args.anchors:
         raise ConfigError("nothing to evaluate: pass checkpoint files or run directories, and/or --anchors jpeg420,webp")
     anchors = parse_anchor_list(args.anchors) if args.anchors else []
@@ -74,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
         curve = evaluate_checkpoints(
             args.checkpoints, images, device=args.device, name=args.name, model=args.model, quality=args.quality,
             bitstream_dir=None if args.no_bitstreams else out_dir / "bitstreams" / (args.name or "learned"),
-            estimate=not args.no_estimate, on_image=progress, description=f"lictrain eval on {source}",
+            estimate=not args.no_estimate, on_image=progress, pad=args.pad,
+            description=f"lictrain eval on {source}" + (", official padding" if args.pad == "official" else ""),
         )
         curves.append(curve)
     for name in anchors:

@@ -18,10 +18,13 @@ HELP = "plot R-D curves of results files and print BD-rate/BD-PSNR against an an
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("rd", help=HELP, description=HELP + " (bjontegaard package, pchip as JVET CTC).")
-    p.add_argument("results", nargs="+", metavar="RESULTS",
+    p.add_argument("results", nargs="*", metavar="RESULTS",
                    help="results JSON files from lictrain eval (or CompressAI's), or folders of them")
     add_flag(p, "anchor", metavar="NAME",
-             help="curve to compare against (default jpeg420 when present, else the first anchor or curve)")
+             help="curve to compare against (default jpeg420 when present, else the first anchor or curve); also a "
+                  "published curve: hpcm-base@clic, hpcm-large@tecnick, ... (see --published)")
+    add_flag(p, "published", nargs="*", metavar="NAME",
+             help="add published curves to the plot and table (no names: list them)")
     add_flag(p, "out", "-o", metavar="PNG", default="rd.png", help="plot file (default rd.png)")
     add_flag(p, "csv", metavar="FILE", help="also write the BD table as CSV")
     add_flag(p, "min_overlap", type=float, default=0.75,
@@ -41,7 +44,18 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 <= args.min_overlap <= 1:
         raise ConfigError(f"--min-overlap must be in [0, 1], got {args.min_overlap}")
+    from lictrain.evaluation.published import published_curve, published_names
+
+    if args.published is not None and not args.published:
+        print("published curves: " + ", ".join(published_names()))
+        return 0
+    if not args.results:
+        raise ConfigError("pass results files (or folders of them) from lictrain eval")
     curves = [read_curve(p) for p in collect_result_paths(args.results)]
+    wanted = list(args.published or [])
+    if args.anchor and args.anchor in published_names() and args.anchor not in [c.name for c in curves]:
+        wanted.append(args.anchor)
+    curves += [published_curve(name) for name in dict.fromkeys(wanted) if name not in [c.name for c in curves]]
     names = [c.name for c in curves]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:

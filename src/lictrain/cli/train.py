@@ -37,11 +37,17 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     Create ``p`` with ``argument_default=argparse.SUPPRESS`` so that only the flags a user
     gave appear in the namespace; :func:`config_from_args` fills in the rest.
     """
+    g = p.add_argument_group("recipe")
+    add_flag(g, "recipe", metavar="NAME",
+             help="start from a published recipe's settings (hpcm, lic-hpcm-balanced, compressai; printed when "
+                  "used); flags given explicitly still win")
+
     g = p.add_argument_group("data")
     add_flag(g, "dataset", "-d", metavar="DIR|LIST|SHARDS",
              help="a folder (CompressAI layout DIR/train + DIR/test, or flat: 90/10 split), a file list (.txt, one "
                   "image per line), or shards from `lictrain data prepare` (folder or URL); default: built-in photos")
-    add_flag(g, "patch_size", type=int, metavar="PX", help=f"training crop size (default {_D.patch_size})")
+    add_flag(g, "patch_size", type=int, nargs="+", metavar="PX",
+             help=f"training crop size (default {_D.patch_size}; CompressAI's `H W` accepted when H = W)")
     add_flag(g, "test_patch_size", type=int, metavar="PX", help=f"test centre-crop size (default {_D.test_patch_size})")
     add_flag(g, "batch_size", type=int, help=f"default {_D.batch_size}")
     add_flag(g, "test_batch_size", type=int, help=f"default {_D.test_batch_size}")
@@ -50,7 +56,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                   "photo (the built-in photos: 192 crops)")
     add_flag(g, "crops_per_image", type=int, metavar="K",
              help="random crops cut from each decoded photo (default 1; more crops per decode feed a fast GPU)")
-    add_flag(g, "num_workers", type=_workers, metavar="N|auto",
+    add_flag(g, "num_workers", "-n", type=_workers, metavar="N|auto",
              help="decoding processes per rank (default auto: 0 for the built-in photos, else up to 4)")
 
     g = p.add_argument_group("model and loss")
@@ -65,11 +71,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     add_flag(g, "budget_minutes", type=float, metavar="MIN",
              help="train for about MIN minutes: the epoch count comes from a measured step time "
                   f"(default {DEFAULT_BUDGET_MINUTES:g} when --epochs is not given either)")
-    add_flag(g, "lr", "--learning-rate", "--learning_rate", type=float,
+    add_flag(g, "lr", "--learning-rate", "--learning_rate", "-lr", type=float,
              help=f"(peak) learning rate; default for a budgeted run with the cosine/linear schedule: the "
                   f"model's short-budget peak ({SHORT_BUDGET_LR:g} for hpcm-tiny, 1e-3 otherwise), else "
                   f"{CONVENTIONAL_LR:g}")
-    add_flag(g, "aux_lr", type=float, help=f"EntropyBottleneck quantile LR (default {_D.aux_lr})")
+    add_flag(g, "aux_lr", "--aux-learning-rate", "--aux_learning_rate", type=float,
+             help=f"EntropyBottleneck quantile LR (default {_D.aux_lr})")
     add_flag(g, "clip_max_norm", type=float, help="gradient clipping norm, 0 disables (default 1.0)")
     add_flag(g, "lr_schedule", help=f"cosine or linear (per batch, after a warm-up), multistep (HPCM's, scaled to "
                                     f"--epochs) or plateau (default {_D.lr_schedule})")
@@ -77,6 +84,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
              help="linear LR warm-up of the cosine/linear schedules (default 5%% of all steps)")
     add_flag(g, "seed", type=int, help=f"default {_D.seed}")
     add_flag(g, "device", help="auto, cpu or cuda (default auto)")
+    g.add_argument("--cuda", dest="device", action="store_const", const="cuda", help="= --device cuda (CompressAI)")
 
     g = p.add_argument_group("speed")
     add_flag(g, "precision", help="fp32 (default) or bf16: bf16 autocast for the transforms, float32 entropy models")
@@ -91,6 +99,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     add_flag(g, "gamma", type=float, help=f"decay on the weight logits (default {_D.gamma})")
     add_flag(g, "w_lr", type=float, help=f"learning rate of the weight logits (default {_D.w_lr})")
     add_flag(g, "cautious", type=parse_bool, metavar="BOOL", help="cautious Adam masking (default true)")
+    add_flag(g, "cautious_max_scale", type=float, metavar="X",
+             help=f"cap on the cautious rescale 1/mean(mask) (default {_D.cautious_max_scale:g}, the reference "
+                  "implementation's; 0: uncapped, as C-Optim)")
 
     g = p.add_argument_group("adaptive gamma")
     add_flag(g, "adaptive_gamma", action="store_true", help="schedule gamma per epoch (needs --use_balanced)")
@@ -109,6 +120,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     add_flag(g, "wandb_mode", help="offline (default, no account), online or disabled")
     add_flag(g, "wandb_project", help=f"default {_D.wandb_project}")
     add_flag(g, "resume", metavar="DIR_OR_FILE", help="continue a run from its directory or a checkpoint file")
+    g.add_argument("--checkpoint", dest="compressai_checkpoint", metavar="FILE",
+                   help="CompressAI's flag: --resume for a lictrain checkpoint, --pretrained for any other weights")
+    g.add_argument("--save", dest="compressai_save", action="store_true",
+                   help="CompressAI's flag; lictrain always saves checkpoints (see --save_path)")
     add_flag(g, "pretrained", metavar="PATH", help="start from these weights (fine-tuning; optimiser state fresh)")
     add_flag(g, "keep_last_n", type=int, help=f"recent checkpoints kept (default {_D.keep_last_n})")
     add_flag(g, "keep_best", type=int, help=f"best checkpoints kept (default {_D.keep_best})")
@@ -142,20 +157,81 @@ def _scale_gamma(text: str) -> tuple[str, float]:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Explicit flags over defaults; on ``--resume``, over the checkpoint's saved config."""
     given: dict[str, Any] = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    _compressai_habits(args, given)
+    if given.get("cautious_max_scale") == 0:
+        given["cautious_max_scale"] = None
+    recipe_name = given.get("recipe")
+    if recipe_name and "resume" not in given:
+        from lictrain.recipes import get_recipe
+
+        recipe = get_recipe(recipe_name)
+        log.info("%s", recipe.describe(overridden=set(given) & set(recipe.values)))
+        for note in recipe.notes:
+            log.info("recipe %s: %s", recipe.name, note)
+        given = {**recipe.values, **given}
+    elif recipe_name:
+        log.warning("--resume keeps the run's own settings; ignoring --recipe %s", recipe_name)
+        given.pop("recipe")
     if "gamma_scales" in given:
         given["gamma_scales"] = dict(given["gamma_scales"])
     if given.get("clip_max_norm") == 0:
         given["clip_max_norm"] = None
     if "resume" in given:
-        from lictrain.checkpoint import load_checkpoint
+        from lictrain.checkpoint import load_checkpoint, resolve_checkpoint
+        from lictrain.checkpoint.weights import check_resumable
 
-        saved = load_checkpoint(given["resume"]).get("config") or {}
+        file = resolve_checkpoint(given["resume"])
+        ckpt = load_checkpoint(file)
+        check_resumable(ckpt, file)
+        saved = ckpt.get("config") or {}
         ignored = sorted(k for k in given if k not in RESUME_OVERRIDABLE + ("resume",) and given[k] != saved.get(k))
         if ignored:
             log.warning("--resume keeps the run's own settings; ignoring: %s", ", ".join(ignored))
         base = {k: v for k, v in saved.items() if k not in ("resume", "pretrained")}
         given = {**base, **{k: v for k, v in given.items() if k in RESUME_OVERRIDABLE}, "resume": given["resume"]}
+    if given.get("pretrained") and "model" not in given:
+        given.update(_pretrained_architecture(given["pretrained"], "quality" not in given))
     return TrainConfig.from_dict(given).validate()
+
+
+def _compressai_habits(args: argparse.Namespace, given: dict[str, Any]) -> None:
+    """CompressAI ``examples/train.py`` spellings: ``--patch-size H W``, ``--checkpoint``, ``--save``."""
+    from lictrain.errors import ConfigError
+
+    if "patch_size" in given and isinstance(given["patch_size"], list):
+        sizes = given["patch_size"]
+        if len(sizes) > 2 or len(set(sizes)) != 1:
+            raise ConfigError(f"--patch-size {' '.join(map(str, sizes))}: lictrain trains square crops; "
+                              f"pass one size (--patch-size {sizes[0]}) or two equal ones")
+        given["patch_size"] = sizes[0]
+    checkpoint = getattr(args, "compressai_checkpoint", None)
+    if checkpoint:
+        if "resume" in given or "pretrained" in given:
+            raise ConfigError("--checkpoint is CompressAI's spelling of --resume/--pretrained; pass only one of them")
+        from lictrain.checkpoint import load_checkpoint, resolve_checkpoint
+
+        ckpt = load_checkpoint(resolve_checkpoint(checkpoint))
+        resumable = all(k in ckpt for k in ("model_state", "optimizer_state", "epoch"))
+        given["resume" if resumable else "pretrained"] = checkpoint
+        log.info("--checkpoint %s: %s", checkpoint, "continuing that lictrain run (--resume)" if resumable
+                 else "starting from its weights (--pretrained); its optimiser state is not used")
+    if getattr(args, "compressai_save", False):
+        log.info("--save: lictrain always saves checkpoints (where: --save_path)")
+
+
+def _pretrained_architecture(path: str, with_quality: bool) -> dict[str, Any]:
+    """The model (and quality) of ``--pretrained`` weights that record or imply one, so that
+    ``--pretrained official.pth`` alone trains the architecture the weights belong to."""
+    from lictrain.checkpoint.weights import load_weights
+
+    weights = load_weights(path)
+    if not weights.model:
+        return {}
+    found: dict[str, Any] = {"model": weights.model}
+    if with_quality and weights.quality is not None:
+        found["quality"] = weights.quality
+    log.info("--pretrained %s holds %s weights: training %s", path, weights.model, weights.model)
+    return found
 
 
 def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:

@@ -4,7 +4,9 @@ Layout (all integers are unsigned LEB128 varints unless a width is given)::
 
     magic          4 bytes  b"LIC\\x1a"
     version        1 byte   FORMAT_VERSION
-    flags          1 byte   bit 0: a reconstruction checksum is present
+    flags          1 byte   bit 0: a reconstruction checksum is present; bit 1: the image was padded
+                            with zeros, centred (the official HPCM test protocol), else on the
+                            right/bottom by edge replication
     model name     varint length + UTF-8
     quality        varint
     fingerprint    8 bytes  first 8 bytes of sha256 over the model weights (see codec.py)
@@ -38,6 +40,8 @@ MAGIC = b"LIC\x1a"
 FORMAT_VERSION = 1
 FINGERPRINT_BYTES = 8
 _FLAG_RECON_CRC = 0x01
+_FLAG_CENTRED = 0x02
+_KNOWN_FLAGS = _FLAG_RECON_CRC | _FLAG_CENTRED
 _SHAPE_FLAT, _SHAPE_JSON = 0, 1
 _MAX_NAME = 255
 _MAX_SIDE = 1 << 20  # a 1M x 1M image is far beyond anything a learned codec will decode here
@@ -68,6 +72,7 @@ class Bitstream:
     shape: Shape
     strings: list[list[bytes]]
     recon_crc: int | None = None
+    centred: bool = False  # padded centred (crop the middle back), else right/bottom (crop the top-left)
 
     @property
     def payload_bytes(self) -> int:
@@ -126,6 +131,7 @@ def pack(
     shape: Any,
     strings: Sequence[Sequence[bytes]],
     recon_crc: int | None = None,
+    centred: bool = False,
 ) -> bytes:
     """Serialise one encoded image to the bytes of a ``.lic`` file.
 
@@ -148,7 +154,7 @@ def pack(
     groups = [[bytes(s) for s in group] for group in strings]
     head = bytearray(MAGIC)
     head.append(FORMAT_VERSION)
-    head.append(_FLAG_RECON_CRC if recon_crc is not None else 0)
+    head.append((_FLAG_RECON_CRC if recon_crc is not None else 0) | (_FLAG_CENTRED if centred else 0))
     head += _varint(len(name)) + name
     head += _varint(quality)
     head += fingerprint
@@ -278,11 +284,11 @@ def unpack(data: bytes, what: str = "the bitstream") -> Bitstream:
         )
     if not checksum_ok:
         raise r.corrupt("checksum mismatch: the file was altered or damaged")
-    if flags & ~_FLAG_RECON_CRC:
+    if flags & ~_KNOWN_FLAGS:
         raise r.corrupt(f"unknown flags {flags:#x}")
     if height == 0 or width == 0:
         raise r.corrupt(f"an empty image size {width}x{height}")
-    return Bitstream(model, quality, fingerprint, height, width, shape, strings, recon_crc)
+    return Bitstream(model, quality, fingerprint, height, width, shape, strings, recon_crc, bool(flags & _FLAG_CENTRED))
 
 
 def reconstruction_crc(pixels_bytes: bytes) -> int:

@@ -53,6 +53,7 @@ class CodecInfo:
         epoch: the checkpoint's epoch, when known.
         lmbda: the training λ, when known.
         device: where the model runs.
+        pad: how images are padded to the model's input multiple (:data:`PAD_MODES`).
     """
 
     model: str
@@ -63,6 +64,7 @@ class CodecInfo:
     epoch: int | None = None
     lmbda: float | None = None
     device: str = "cpu"
+    pad: str = "replicate"  # see PAD_MODES
 
     @property
     def label(self) -> str:
@@ -196,33 +198,51 @@ def codec_from_model(model: torch.nn.Module, name: str, quality: int, *, source:
 # --------------------------------------------------------------------------- pixels
 
 
-def pad_to(x: torch.Tensor, alignment: int) -> torch.Tensor:
-    """Pad a (N, C, H, W) batch on the right/bottom to a multiple of ``alignment`` (edge replication)."""
+#: padding protocols: ``replicate`` (default) pads on the right/bottom to the model's multiple by
+#: edge replication (the fewest extra pixels, no hard edge to code); ``official`` pads with zeros,
+#: centred, to a multiple of 256 -- the official HPCM test script's protocol, needed to reproduce
+#: its published numbers on images whose sides are not multiples of 256 (CLIC, Tecnick)
+PAD_MODES = ("replicate", "official")
+OFFICIAL_PAD_MULTIPLE = 256
+
+
+def pad_to(x: torch.Tensor, alignment: int, mode: str = "replicate") -> torch.Tensor:
+    """Pad a (N, C, H, W) batch to a multiple of ``alignment`` (``replicate``: right/bottom, edge
+    replication) or of ``max(alignment, 256)`` (``official``: zeros, centred)."""
     h, w = x.shape[-2:]
+    if mode == "official":
+        multiple = max(alignment, OFFICIAL_PAD_MULTIPLE)
+        ph, pw = (-h) % multiple, (-w) % multiple
+        if ph == 0 and pw == 0:
+            return x
+        return F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode="constant", value=0.0)
     ph, pw = (-h) % alignment, (-w) % alignment
     if ph == 0 and pw == 0:
         return x
     return F.pad(x, (0, pw, 0, ph), mode="replicate")
 
 
-def to_input(pixels: torch.Tensor, alignment: int, device: torch.device | str) -> torch.Tensor:
+def to_input(pixels: torch.Tensor, alignment: int, device: torch.device | str, pad: str = "replicate") -> torch.Tensor:
     """uint8 (3, H, W) -> padded float (1, 3, H', W') in [0, 1] on ``device``."""
     if pixels.dtype != torch.uint8 or pixels.dim() != 3 or pixels.shape[0] != 3:
         raise ValueError(f"expected a uint8 (3, H, W) image, got {pixels.dtype} {tuple(pixels.shape)}")
     x = pixels.to(device).float().div_(255.0).unsqueeze(0)
-    return pad_to(x, max(1, alignment))
+    return pad_to(x, max(1, alignment), pad)
 
 
-def to_uint8(x_hat: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Decoder output (1, 3, H', W') -> cropped, clamped, rounded uint8 (3, H, W) on the CPU."""
+def to_uint8(x_hat: torch.Tensor, height: int, width: int, centred: bool = False) -> torch.Tensor:
+    """Decoder output (1, 3, H', W') -> cropped (the top-left, or the centre for centred padding),
+    clamped, rounded uint8 (3, H, W) on the CPU."""
     if x_hat.dim() != 4 or x_hat.shape[0] != 1 or x_hat.shape[1] != 3:
         raise BitstreamError(f"the decoder returned x_hat of shape {tuple(x_hat.shape)}, expected (1, 3, H, W)")
     if x_hat.shape[-2] < height or x_hat.shape[-1] < width:
         raise BitstreamError(
             f"the decoder returned a {x_hat.shape[-1]}x{x_hat.shape[-2]} image for a {width}x{height} original"
         )
-    out = x_hat[0, :, :height, :width].float().clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
-    return out.cpu().contiguous()
+    top = (x_hat.shape[-2] - height) // 2 if centred else 0
+    left = (x_hat.shape[-1] - width) // 2 if centred else 0
+    out = x_hat[0, :, top : top + height, left : left + width].float().clamp(0.0, 1.0).mul(255.0).round()
+    return out.to(torch.uint8).cpu().contiguous()
 
 
 def _sync(device: torch.device | str) -> None:
@@ -263,7 +283,7 @@ def encode_image(model: torch.nn.Module, info: CodecInfo, pixels: torch.Tensor, 
     with torch.inference_mode():
         _sync(device)
         t0 = time.perf_counter()
-        x = to_input(pixels, info.alignment, device)
+        x = to_input(pixels, info.alignment, device, info.pad)
         out = model.compress(x)
         strings, shape = out["strings"], out["shape"]
         _sync(device)
@@ -271,12 +291,12 @@ def encode_image(model: torch.nn.Module, info: CodecInfo, pixels: torch.Tensor, 
         recon, verify_s, crc = None, 0.0, None
         if verify:
             t1 = time.perf_counter()
-            recon = to_uint8(model.decompress(strings, shape)["x_hat"], height, width)
+            recon = to_uint8(model.decompress(strings, shape)["x_hat"], height, width, info.pad == "official")
             verify_s = time.perf_counter() - t1
             crc = bs.reconstruction_crc(recon.numpy().tobytes())
     t2 = time.perf_counter()
     data = bs.pack(model=info.model, quality=info.quality, fingerprint=info.fingerprint, height=height,
-                   width=width, shape=shape, strings=strings, recon_crc=crc)
+                   width=width, shape=shape, strings=strings, recon_crc=crc, centred=info.pad == "official")
     encode_s += time.perf_counter() - t2
     payload = sum(len(s) for group in strings for s in group)
     return Encoded(data, payload, recon, encode_s, verify_s)
@@ -330,7 +350,7 @@ def decode_bytes(model: torch.nn.Module, info: CodecInfo, data: bytes, *, what: 
         raise
     except Exception as exc:  # the entropy decoder or the network rejected the streams
         raise BitstreamError(f"{what} could not be decoded ({type(exc).__name__}: {str(exc)[:160]}); re-encode the image") from exc
-    pixels = to_uint8(x_hat, stream.height, stream.width)
+    pixels = to_uint8(x_hat, stream.height, stream.width, stream.centred)  # the file says how it was padded
     _sync(device)
     decode_s = time.perf_counter() - t0
     matches = None

@@ -11,6 +11,8 @@ difference as a failure.
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import math
 import os
@@ -71,7 +73,7 @@ def check_paths_exist(checkpoints: Sequence[str | os.PathLike[str]]) -> None:
 
 def estimated_bpp(model: torch.nn.Module, info: CodecInfo, pixels: torch.Tensor) -> float:
     """The model's rate estimate, ``Σ -log2(likelihoods) / (H·W)``, from one forward pass."""
-    x = to_input(pixels, info.alignment, info.device)
+    x = to_input(pixels, info.alignment, info.device, info.pad)
     with torch.inference_mode():
         out = model(x)
     bits = sum(float(torch.log2(lik).sum().neg()) for lik in out["likelihoods"].values())
@@ -99,7 +101,7 @@ def evaluate_codec(
         BitstreamError: a stream the model cannot decode, or a mismatching checkpoint.
     """
     params = {"model": info.model, "quality": info.quality, "checkpoint": info.source, "epoch": info.epoch,
-              "lmbda": info.lmbda, "fingerprint": info.fingerprint.hex(), "device": info.device}
+              "lmbda": info.lmbda, "fingerprint": info.fingerprint.hex(), "device": info.device, "pad": info.pad}
     point = PointResult(info.label, params)
     out_dir = Path(bitstream_dir).expanduser() if bitstream_dir is not None else None
     if out_dir is not None:
@@ -142,10 +144,13 @@ def evaluate_checkpoints(
     estimate: bool = True,
     on_image: OnImage | None = None,
     description: str = "",
+    pad: str = "replicate",
 ) -> CurveResult:
     """Evaluate several checkpoints (one R-D point each) as one curve.
 
     Args:
+        pad: the padding protocol (:data:`lictrain.evaluation.codec.PAD_MODES`); ``official``
+            reproduces the official HPCM test script (zeros, centred, multiples of 256).
         name: the curve's name (default: the first checkpoint's model name).
         model, quality: for weights-only files (safetensors, bare state dicts).
         bitstream_dir: keep the ``.lic`` files under ``<dir>/<point index>-<label>/``.
@@ -157,6 +162,7 @@ def evaluate_checkpoints(
     points: list[PointResult] = []
     for i, ckpt in enumerate(checkpoints):
         net, info = load_codec(ckpt, device, model=model, quality=quality)
+        info = dataclasses.replace(info, pad=pad)
         sub = None
         if bitstream_dir is not None:
             sub = Path(bitstream_dir) / f"{i:02d}-{safe_name(info.label.replace(' ', '-'))}"

@@ -89,7 +89,7 @@ class BalancedStrategy:
         self.optimizer = BalancedOptimizer(
             net_params, lr=cfg.peak_lr, n_tasks=len(self.task_names), gamma=cfg.gamma, w_lr=cfg.w_lr,
             cautious=cfg.cautious, max_grad_norm=cfg.clip_max_norm, method=cfg.balanced_method,
-            balanced_update=cfg.balanced_update,
+            balanced_update=cfg.balanced_update, cautious_max_scale=cfg.cautious_max_scale,
         )
         self.gamma_scheduler = build_gamma_schedule(self.optimizer, cfg, self.task_names) if cfg.adaptive_gamma else None
         self._epoch_gamma: Any = self.optimizer.gamma

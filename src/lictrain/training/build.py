@@ -65,21 +65,26 @@ def check_alignment(cfg: TrainConfig, alignment: int) -> None:
                               f"use {max(alignment, size // alignment * alignment)}")
 
 
-def load_pretrained_weights(model: torch.nn.Module, path: str) -> None:
-    """Load weights only (fine-tuning) from a lictrain checkpoint, a state dict or safetensors.
+def load_pretrained_weights(model: torch.nn.Module, path: str, model_name: str | None = None) -> None:
+    """Load weights only (fine-tuning) from a lictrain checkpoint, a CompressAI or official HPCM
+    checkpoint, a state dict or safetensors.
 
     Raises:
         CheckpointError: missing/unsafe file or weights that do not fit the model.
     """
-    from lictrain.checkpoint.weights import read_weights
+    from lictrain.checkpoint.weights import load_weights
 
-    state, _, file = read_weights(path)
+    weights = load_weights(path)
+    if model_name and weights.model and weights.model != model_name:
+        raise CheckpointError(f"{weights.file} holds {weights.model} weights, not {model_name}; "
+                              f"pass --model {weights.model} (or leave --model out with --pretrained)")
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(weights.state, strict=True)
     except (RuntimeError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(f"weights in {file} do not fit this model ({first}); check --model and --quality") from exc
-    log.info("loaded pretrained weights from %s", file)
+        raise CheckpointError(f"weights in {weights.file} do not fit this model ({first}); check --model and "
+                              "--quality") from exc
+    log.info("loaded pretrained weights from %s (%s)", weights.file, weights.origin)
 
 
 @dataclass
@@ -102,7 +107,7 @@ def build_parts(cfg: TrainConfig, device: torch.device, dist: DistInfo, alignmen
 
     model = build_model(cfg.model, cfg.quality).to(device)
     if cfg.pretrained:
-        load_pretrained_weights(model, cfg.pretrained)
+        load_pretrained_weights(model, cfg.pretrained, cfg.model)
     if dist.enabled:
         torch.manual_seed(cfg.seed + 7919 * dist.rank)  # each rank its own quantisation noise
     trained = apply_speed_levers(model, cfg, device)

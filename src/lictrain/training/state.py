@@ -49,9 +49,9 @@ class TrainState:
     def restore(self, ckpt: dict[str, Any], path: Any) -> tuple[int, int, float]:
         """Load ``ckpt`` into the live objects; return (first epoch to run, the batch of it to start
         at, best loss so far)."""
-        if ckpt.get("lictrain", {}).get("kind") == "weights":
-            raise CheckpointError(f"{path} holds weights only (a best checkpoint); resume from the run directory "
-                                  "or its latest checkpoint, or fine-tune with --pretrained")
+        from lictrain.checkpoint.weights import check_resumable
+
+        check_resumable(ckpt, path)
         from lictrain.schedules.lr import resync_lr
 
         self.model.load_state_dict(ckpt["model_state"])
