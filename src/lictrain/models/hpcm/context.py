@@ -39,6 +39,17 @@ NUM_STEPS = sum(STEPS_PER_SCALE)  # 11
 # phase _PHASES[g % 4] of the full grid.
 _PHASES = ((0, 0), (1, 1), (0, 1), (1, 0))
 
+#: How the hyperprior's parameters reach the not-yet-coded s2 positions (s1 -> s2).
+S2_PLACEMENTS = ("lictrain", "official")
+
+# Official placement: per group, the phase *of the s2 grid* that the official code leaves out
+# when it gathers the hyperprior's s2 parameters (its ``get_mask_for_s1`` marks full-grid
+# 4x4-tile positions (0,0) (1,1) (0,1) (1,0) (0,2) (1,3) (0,3) (1,2) for groups 0..7, i.e.
+# s2-grid phase (0,0) for groups 0-3 and (0,1) for groups 4-7). Only groups 0 and 1 have
+# their s1 lattice there, so for groups 2-7 the kept values, taken in raster order, land
+# on the positions of other latents.
+_OFFICIAL_S2_SKIP = ((0, 0),) * 4 + ((0, 1),) * 4
+
 
 def _s1_phase(group: int) -> tuple[int, int]:
     """Phase of the group's s1 lattice inside its s2 grid (pairs of groups share one)."""
@@ -113,6 +124,7 @@ class Lattice:
         for level, first in enumerate(FIRST_STEP):
             if int(maps[level].min()) != 0 or int(maps[level].max()) != first + STEPS_PER_SCALE[level] - 1:
                 raise AssertionError("inconsistent coding schedule")
+        self._official_s2: tuple[torch.Tensor, torch.Tensor] | None = None  # built on first use
 
     def _index(self, level: int, channels: int) -> torch.Tensor:
         pick = self._pick[level]
@@ -133,6 +145,41 @@ class Lattice:
         """``[t at s1, t at s2, t]`` for a full-grid tensor."""
         s2 = self.coarsen(t, 1)
         return [self.coarsen(s2, 0), s2, t]
+
+    def official_s2_hyper(self, t: torch.Tensor) -> torch.Tensor:
+        """The official code's s2 hyperprior parameters for an s2-grid tensor ``t``.
+
+        For every channel the official code takes the values of ``t`` outside the s2-grid
+        phase :data:`_OFFICIAL_S2_SKIP` of its group, in raster order, and writes them, in
+        raster order, onto the positions not coded at s1; the s1 positions get zeros. For
+        groups 0 and 1 this equals ``t`` masked to the uncoded positions; for groups 2-7 it
+        shifts values onto other latents. Pure index moves: exact in any dtype.
+
+        Args:
+            t: ``(B, C, H/2, W/2)`` with ``C`` a multiple of M (scales|means stacks).
+        """
+        if self._official_s2 is None:
+            self._official_s2 = self._official_s2_indices()
+        src, dst = self._official_s2
+        reps = t.shape[1] // src.shape[0]
+        src, dst = src.repeat(reps, 1), dst.repeat(reps, 1)
+        flat = t.flatten(2)
+        b = t.shape[0]
+        values = flat.gather(2, src.expand(b, -1, -1))
+        return torch.zeros_like(flat).scatter_(2, dst.expand(b, -1, -1), values).view_as(t)
+
+    def _official_s2_indices(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel raster indices ``(src, dst)``, each ``(M, 3/4·h·w)``, of :meth:`official_s2_hyper`."""
+        steps = self.step_maps[1][0]  # (M, h, w)
+        m, h, w = steps.shape
+        per, device = m // GROUPS, steps.device
+        rows = torch.arange(h, device=device).view(h, 1) % 2
+        cols = torch.arange(w, device=device).view(1, w) % 2
+        keep = torch.stack([(rows != r) | (cols != c) for r, c in _OFFICIAL_S2_SKIP]).repeat_interleave(per, dim=0)
+        uncoded = steps >= FIRST_STEP[1]
+        flat = torch.arange(h * w, device=device).expand(m, -1)
+        n = h * w * 3 // 4  # both masks keep three of the four phases of every channel
+        return flat[keep.flatten(1)].view(m, n), flat[uncoded.flatten(1)].view(m, n)
 
     def step_mask(self, level: int, step: int) -> torch.Tensor:
         """Boolean ``(1, M, h_l, w_l)``: latents coded at global ``step`` on scale ``level``'s grid."""
@@ -185,12 +232,23 @@ class ContextConfig:
 
 
 class HierarchicalContext(nn.Module):
-    """The 11-step hierarchical progressive context model (see the module docstring)."""
+    """The 11-step hierarchical progressive context model (see the module docstring).
 
-    def __init__(self, cfg: ContextConfig) -> None:
+    Args:
+        cfg: widths of the context model.
+        s2_placement: how the hyperprior's parameters fill the s2 positions not coded at s1:
+            ``"lictrain"`` (each latent gets its own position's parameters) or ``"official"``
+            (the official code's gather, see :meth:`Lattice.official_s2_hyper`; needed to
+            run weights converted from the official release). Parameters are identical.
+    """
+
+    def __init__(self, cfg: ContextConfig, s2_placement: str = "lictrain") -> None:
         super().__init__()
+        if s2_placement not in S2_PLACEMENTS:
+            raise ValueError(f"s2_placement must be one of {S2_PLACEMENTS}, not {s2_placement!r}")
         m = cfg.channels
         self.channels = m
+        self.s2_placement = s2_placement
         # Step 0 uses the hyperprior directly; steps 1..10 each have an adaptor and a gain.
         self.adaptors = nn.ModuleList(conv1x1(3 * m, 3 * m) for _ in range(NUM_STEPS - 1))
         self.gains = nn.Parameter(torch.ones(NUM_STEPS - 1, 1, 3 * m, 1, 1))
@@ -224,8 +282,11 @@ class HierarchicalContext(nn.Module):
             if level:
                 y_hat = lat.refine(y_hat, level)
                 # Coded positions carry the fused context; the rest get the hyperprior.
-                uncoded = lat.step_maps[level] >= FIRST_STEP[level]
-                fresh = hyper_levels[level] * uncoded.repeat(1, 2, 1, 1)
+                if level == 1 and self.s2_placement == "official":
+                    fresh = lat.official_s2_hyper(hyper_levels[1])
+                else:
+                    uncoded = lat.step_maps[level] >= FIRST_STEP[level]
+                    fresh = hyper_levels[level] * uncoded.repeat(1, 2, 1, 1)
                 carried = self.scale_fusion[level - 1](lat.refine(carried, level) + fresh)
             while step < FIRST_STEP[level] + STEPS_PER_SCALE[level]:
                 params = self.adaptors[step - 1](torch.cat((carried, y_hat), dim=1))

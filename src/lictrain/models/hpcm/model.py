@@ -171,16 +171,21 @@ class HPCM(nn.Module):
 
     Args:
         cfg: widths and depths (:data:`BASE`, :data:`LARGE`, :data:`TINY`).
+        s2_placement: ``"lictrain"`` (default: every latent gets its own position's
+            hyperprior parameters at the s1 -> s2 transition) or ``"official"`` (the official
+            code's placement, which moves them for channel groups 2-7; the ``*-official``
+            presets use it so converted official weights compute what they were trained for).
     """
 
-    def __init__(self, cfg: HPCMConfig = BASE) -> None:
+    def __init__(self, cfg: HPCMConfig = BASE, s2_placement: str = "lictrain") -> None:
         super().__init__()
         if cfg.context.channels != cfg.latent:
             raise ValueError("context channels must equal the latent channels M")
         self.cfg = cfg
+        self.s2_placement = s2_placement
         self.g_a, self.g_s = analysis(cfg), synthesis(cfg)
         self.h_a, self.h_s = hyper_analysis(cfg), hyper_synthesis(cfg)
-        self.context = HierarchicalContext(cfg.context)
+        self.context = HierarchicalContext(cfg.context, s2_placement)
         self.y_gg = GeneralizedGaussianConditional()
         self.z_prior = GeneralizedGaussianPrior(cfg.hyper)
 
@@ -261,6 +266,21 @@ def hpcm_base(quality: int) -> nn.Module:
 def hpcm_large(quality: int) -> nn.Module:
     """HPCM-Large (Li et al., ICCV 2025), 89.7 M parameters; deeper transforms and priors."""
     return HPCM(LARGE)
+
+
+# The official placement exists for weights converted from the official release
+# (lictrain.models.hpcm.official); a checkpoint records its model name, so fine-tuning such
+# weights keeps the placement they were trained with. Training from scratch: use hpcm-base.
+@register_model("hpcm-base-official", alignment=1, qualities=(1,))
+def hpcm_base_official(quality: int) -> nn.Module:
+    """HPCM-Base with the official code's s2 hyperprior placement: runs converted official weights."""
+    return HPCM(BASE, s2_placement="official")
+
+
+@register_model("hpcm-large-official", alignment=1, qualities=(1,))
+def hpcm_large_official(quality: int) -> nn.Module:
+    """HPCM-Large with the official code's s2 hyperprior placement: runs converted official weights."""
+    return HPCM(LARGE, s2_placement="official")
 
 
 @register_model("hpcm-tiny", alignment=1, qualities=(1,), short_budget_lr=2e-3)  # 4e-3 as good, 8e-3 diverged
