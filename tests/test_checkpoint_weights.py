@@ -91,3 +91,29 @@ def test_export_records_the_architecture_for_later_readers(tmp_path: Path, image
 
     _, info = load_codec(out, "cpu")  # no --model/--quality needed any more
     assert info.model == MODEL
+
+
+@pytest.mark.slow
+def test_official_hpcm_release_is_read_everywhere_weights_are(tmp_path: Path) -> None:
+    """An official release (``state_dict`` + ``module.``) is converted on reading: eval, export and
+    --pretrained see hpcm-base-official without being told."""
+    from test_hpcm_official import manifest, random_official_state
+
+    from lictrain.checkpoint.export import export_safetensors
+    from lictrain.cli.main import build_parser
+    from lictrain.cli.train import config_from_args
+
+    state = random_official_state(manifest("base"), seed=0)
+    path = tmp_path / "HPCM_Base_0.0067.pth.tar"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, path)
+    weights = load_weights(path)
+    assert (weights.origin, weights.model, weights.quality) == ("hpcm-official", "hpcm-base-official", 1)
+    assert read_weights(path)[1] == {"config": {"model": "hpcm-base-official", "quality": 1}}
+    cfg = config_from_args(build_parser().parse_args(["train", "--pretrained", str(path)]))
+    assert (cfg.model, cfg.quality) == ("hpcm-base-official", 1)
+    with pytest.raises(CheckpointError, match="holds hpcm-base-official weights, not hpcm-base"):
+        from lictrain.training.build import load_pretrained_weights
+
+        load_pretrained_weights(build_model("hpcm-base", 1), str(path), "hpcm-base")
+    out = export_safetensors(path, tmp_path / "converted.safetensors")
+    assert load_weights(out).model == "hpcm-base-official"
