@@ -155,13 +155,21 @@ def test_a_decoder_that_reconstructs_differently_is_an_error(factorized) -> None
     assert decode_bytes(model, info, data).matches_encoder is True
 
 
-def test_a_model_that_chokes_on_the_streams_is_a_bitstream_error(factorized) -> None:
+def test_a_model_that_chokes_on_the_streams_is_a_bitstream_error(factorized, monkeypatch) -> None:
     model, info = factorized
-    s = unpack(encode_image(model, info, smooth_image()).data)
+    data = encode_image(model, info, smooth_image()).data
+    s = unpack(data)
     bad = pack(model=s.model, quality=s.quality, fingerprint=s.fingerprint, height=s.height, width=s.width,
-               shape=(1,), strings=s.strings)  # a shape the model cannot use
-    with pytest.raises(BitstreamError, match="could not be decoded"):
+               shape=(1,), strings=s.strings)  # a shape that cannot belong to this image
+    with pytest.raises(BitstreamError, match="latent shape"):
         decode_bytes(model, info, bad)
+
+    def choke(strings, shape):
+        raise RuntimeError("symbol out of range")
+
+    monkeypatch.setattr(model, "decompress", choke)
+    with pytest.raises(BitstreamError, match="could not be decoded"):
+        decode_bytes(model, info, data)
 
 
 # --------------------------------------------------------------------------- loading codecs

@@ -29,9 +29,24 @@ SUBCOMMANDS = {
 }
 
 
+def _positive_int(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 def build_parser() -> FriendlyParser:
     parser = FriendlyParser(prog="lictrain", description="Train and evaluate learned image codecs with balanced R-D optimisation.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--max-pixels", "--max_pixels", dest="max_pixels", type=_positive_int, metavar="N",
+                        help="largest image (or .lic image size) any command decodes, in pixels (default 100000000; "
+                             "also LICTRAIN_MAX_PIXELS)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=FriendlyParser)
     for module_name in SUBCOMMANDS.values():
         importlib.import_module(f"lictrain.cli.{module_name}").add_parser(sub)
@@ -45,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     setup_logging(getattr(args, "verbose", False))
+    if args.max_pixels is not None:
+        from lictrain.limits import set_max_pixels
+
+        set_max_pixels(args.max_pixels)
     # CompressAI triggers this on import; it is not the user's to act on.
     warnings.filterwarnings("ignore", message=".*torch.jit.script.*deprecated", category=FutureWarning)
     try:

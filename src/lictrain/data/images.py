@@ -19,16 +19,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lictrain.errors import DataError
+from lictrain.limits import max_pixels
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm"})
-#: a decode larger than this many pixels is refused (Pillow's bomb limit is 2x its warning level;
-#: a 2K training photo has 2.8 MP, an 8K one 33 MP)
-MAX_PIXELS = 200_000_000
 
 try:  # optional fast path: libjpeg-turbo without Pillow's plugin overhead
     import simplejpeg as _simplejpeg
@@ -95,9 +93,15 @@ def _to_rgb(array: np.ndarray) -> np.ndarray:
     return array
 
 
+def _check_size(width: int, height: int) -> None:
+    """Refuse, from the header alone, an image over the pixel limit (:mod:`lictrain.limits`)."""
+    limit = max_pixels()
+    if width * height > limit:
+        raise DataError(f"{width}x{height} is {width * height / 1e6:.0f} MP, over the {limit / 1e6:.0f} MP limit "
+                        "(lictrain --max-pixels N raises it)")
+
+
 def _pillow_decode(img: Image.Image) -> np.ndarray:
-    if img.width * img.height > MAX_PIXELS:
-        raise DataError(f"{img.width}x{img.height} is larger than {MAX_PIXELS // 10**6} MP; resize it")
     if img.mode in ("RGB", "L", "RGBA"):
         return _to_rgb(np.asarray(img))
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -123,18 +127,37 @@ def decode_hwc(source: str | os.PathLike[str] | bytes, name: str | None = None) 
                     data = fh.read()
             if data is not None and data[:3] == b"\xff\xd8\xff":
                 try:
-                    return _simplejpeg.decode_jpeg(data, colorspace="RGB")
+                    height, width = _simplejpeg.decode_jpeg_header(data)[:2]
+                    _check_size(width, height)
+                    if not _exif_rotated(data):
+                        return _simplejpeg.decode_jpeg(data, colorspace="RGB")
                 except ValueError:
                     pass  # CMYK, 12-bit or damaged: Pillow decides (and names the problem)
-        with Image.open(io.BytesIO(data) if data is not None else source) as img:
-            img.load()
-            return _pillow_decode(img)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
+            with Image.open(io.BytesIO(data) if data is not None else source) as img:
+                _check_size(img.width, img.height)  # from the header: nothing decoded yet
+                img.load()
+                img = ImageOps.exif_transpose(img)  # the camera's orientation, as viewers show it
+                return _pillow_decode(img)
     except FileNotFoundError as exc:
         raise DataError(f"image not found: {label}") from exc
     except DataError as exc:
         raise DataError(f"cannot decode image {label} ({exc}); remove or replace the file") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"cannot decode image {label} ({exc}); remove or replace the file") from exc
+
+
+def _exif_rotated(data: bytes) -> bool:
+    """Whether a JPEG's EXIF says to rotate/flip it (orientation tag 0x0112 other than 1)."""
+    head = data[:65536]
+    if b"Exif\x00\x00" not in head:
+        return False
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.getexif().get(0x0112, 1) not in (1, None)
+    except Exception:  # unreadable EXIF: decode as stored
+        return False
 
 
 def hwc_to_chw(array: np.ndarray) -> torch.Tensor:

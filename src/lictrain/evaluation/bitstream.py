@@ -214,19 +214,70 @@ class _Reader:
         return BitstreamError(f"{self.what} is corrupt ({detail}); re-encode the image")
 
 
+#: deepest nesting of a JSON shape (CompressAI models use at most two levels)
+_MAX_SHAPE_DEPTH = 4
+
+
+def _checked_shape(value: Any, depth: int = 0) -> Shape:
+    """A JSON-decoded shape as nested tuples of bounded non-negative ints, or ValueError."""
+    if depth > _MAX_SHAPE_DEPTH:
+        raise ValueError("shape nested too deeply")
+    if isinstance(value, list):
+        if len(value) > 64:
+            raise ValueError("shape too long")
+        return tuple(_checked_shape(v, depth + 1) for v in value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_SIDE:
+        raise ValueError(f"bad shape entry {str(value)[:20]!r}")
+    return value
+
+
 def _decode_shape(r: _Reader) -> Shape:
     kind = r.take(1, "shape")[0]
     if kind == _SHAPE_FLAT:
         n = r.varint("shape", 16)
         return tuple(r.varint("shape", _MAX_SIDE) for _ in range(n))
     if kind == _SHAPE_JSON:
-        n = r.varint("shape", 1 << 16)
+        n = r.varint("shape", 1 << 12)
         text = r.take(n, "shape")
         try:
-            return _normalise_shape(json.loads(text.decode("ascii")))
-        except (UnicodeDecodeError, json.JSONDecodeError, ValueError):
+            return _checked_shape(json.loads(text.decode("ascii")))
+        except (UnicodeDecodeError, ValueError, RecursionError, OverflowError, TypeError):
             raise r.corrupt("unreadable shape") from None
     raise r.corrupt(f"unknown shape kind {kind}")
+
+
+def check_consistent(stream: Bitstream, alignment: int, *, limit: int, what: str = "the bitstream") -> None:
+    """Refuse a stream whose header cannot describe a real image for this codec, before anything
+    is allocated: more than ``limit`` pixels, or a latent shape that does not follow from the
+    image size (every (h, w) pair of the shape must be the padded size divided by a power of two
+    up to 256), which bounds the decoder's memory by the image size.
+
+    Raises:
+        BitstreamError: one line naming the inconsistency.
+    """
+    pixels = stream.height * stream.width
+    if pixels > limit:
+        raise BitstreamError(f"{what} claims a {stream.width}x{stream.height} image ({pixels / 1e6:.0f} MP), over the "
+                             f"{limit / 1e6:.0f} MP limit; raise it with lictrain --max-pixels N if the file is trusted")
+    multiple = max(alignment, 256) if stream.centred else max(1, alignment)
+    padded_h, padded_w = -(-stream.height // multiple) * multiple, -(-stream.width // multiple) * multiple
+    allowed = {(padded_h // k, padded_w // k) for k in (1, 2, 4, 8, 16, 32, 64, 128, 256)
+               if padded_h % k == 0 and padded_w % k == 0}
+    pairs = list(_pairs(stream.shape))
+    if not pairs or any(pair not in allowed for pair in pairs):
+        raise BitstreamError(f"{what} is corrupt: its latent shape {str(stream.shape)[:60]} does not follow from its "
+                             f"{stream.width}x{stream.height} image size; re-encode the image")
+
+
+def _pairs(shape: Shape) -> Any:
+    if isinstance(shape, tuple) and len(shape) == 2 and all(isinstance(v, int) for v in shape):
+        yield shape
+    elif isinstance(shape, tuple):
+        for part in shape:
+            if isinstance(part, int):
+                yield (part, -1)  # a lone int is never a valid (h, w)
+            else:
+                yield from _pairs(part)
 
 
 def unpack(data: bytes, what: str = "the bitstream") -> Bitstream:

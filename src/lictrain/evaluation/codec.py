@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from lictrain.limits import max_pixels
 from lictrain.errors import BitstreamError, CheckpointError, ConfigError, LictrainError
 from lictrain.evaluation import bitstream as bs
 
@@ -326,6 +327,22 @@ def check_compatible(stream: bs.Bitstream, info: CodecInfo, what: str) -> None:
         )
 
 
+def _safe_strings(stream: bs.Bitstream) -> list[list[bytes]]:
+    """The streams with a tail of zero bytes the rANS decoder may read into.
+
+    CompressAI's rANS decoder (C++, also HPCM's) reads its input without bounds checks: a crafted
+    short or empty stream made it read past the buffer (a segfault, or an image made of memory).
+    Each symbol renormalises at most once (4 bytes), and a latent has at most ~1.25 symbols per
+    image pixel (HPCM: 320 channels at 1/16 of each side), so ``5 * padded pixels + 64`` zero
+    bytes bound every read; a stream that needs them decodes to garbage that the reconstruction
+    checksum then rejects.
+    """
+    multiple = 256 if stream.centred else 64
+    padded = (-(-stream.height // multiple) * multiple) * (-(-stream.width // multiple) * multiple)
+    tail = bytes(5 * padded + 64)
+    return [[s + tail for s in group] for group in stream.strings]
+
+
 def decode_bytes(model: torch.nn.Module, info: CodecInfo, data: bytes, *, what: str = "the bitstream",
                  strict: bool = True) -> Decoded:
     """Parse ``.lic`` bytes, check they belong to this codec, decompress, crop, round.
@@ -343,9 +360,10 @@ def decode_bytes(model: torch.nn.Module, info: CodecInfo, data: bytes, *, what: 
     t0 = time.perf_counter()
     stream = bs.unpack(data, what)
     check_compatible(stream, info, what)
+    bs.check_consistent(stream, info.alignment, limit=max_pixels(), what=what)
     try:
         with torch.inference_mode():
-            x_hat = model.decompress(stream.strings, stream.shape)["x_hat"]
+            x_hat = model.decompress(_safe_strings(stream), stream.shape)["x_hat"]
     except LictrainError:
         raise
     except Exception as exc:  # the entropy decoder or the network rejected the streams
@@ -358,8 +376,9 @@ def decode_bytes(model: torch.nn.Module, info: CodecInfo, data: bytes, *, what: 
         matches = bs.reconstruction_crc(pixels.numpy().tobytes()) == stream.recon_crc
         if strict and not matches:
             raise BitstreamError(
-                f"decoding {what} on {info.device} gave a different image than the encoder's; learned codecs "
-                "need the same device type and library versions to decode bit-exactly: decode where it was encoded"
+                f"decoding {what} on {info.device} gave a different image than the encoder's: its streams are damaged, "
+                "or it was encoded on another device type or library version (learned codecs decode bit-exactly only "
+                "there): decode where it was encoded"
             )
     return Decoded(pixels, stream, decode_s, matches)
 
