@@ -198,3 +198,54 @@ def test_cautious_max_scale_flag() -> None:
     assert cfg_of("--cautious_max_scale", "4").cautious_max_scale == 4.0
     with pytest.raises(Exception, match="--cautious-max-scale must be a number >= 1"):
         cfg_of("--cautious-max-scale", "0.5")
+
+
+@pytest.fixture
+def small_codec(tmp_path: Path) -> tuple[Path, Path]:
+    """A bmshj2018-factorized checkpoint and a 48x64 PNG."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from lictrain.models import build_model
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "w.pt"
+    torch.save({"model_state": build_model("bmshj2018-factorized", 1).state_dict(),
+                "config": {"model": "bmshj2018-factorized", "quality": 1}}, ckpt)
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(image)
+    return ckpt, image
+
+
+def test_no_command_replaces_what_the_user_did_not_name(small_codec: tuple[Path, Path], tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    ckpt, image = small_codec
+    original = image.read_bytes()
+    assert main(["compress", str(image), "--checkpoint", str(ckpt)]) == 0  # photo.lic, new
+    lic = image.with_suffix(".lic")
+    capsys.readouterr()
+    # decompress's default output is photo.png: the original
+    assert "already exists (the original?)" in _one_line_exit_2(
+        ["decompress", str(lic), "--checkpoint", str(ckpt)], capsys, "decompress")
+    assert image.read_bytes() == original
+    assert "would replace its input" in _one_line_exit_2(
+        ["compress", str(image), "-o", str(image), "--checkpoint", str(ckpt), "--force"], capsys, "compress")
+    assert image.read_bytes() == original
+    assert "pass --force" in _one_line_exit_2(["compress", str(image), "--checkpoint", str(ckpt)], capsys, "compress")
+    assert main(["compress", str(image), "--checkpoint", str(ckpt), "--force"]) == 0
+    assert main(["decompress", str(lic), "--checkpoint", str(ckpt), "-o", str(tmp_path / "dec.png")]) == 0
+    capsys.readouterr()
+    assert "pass --force" in _one_line_exit_2(
+        ["export", str(ckpt), "--out", str(tmp_path / "dec.png")], capsys, "export")
+    assert "would replace its input" in _one_line_exit_2(
+        ["export", str(ckpt), "--out", str(ckpt), "--force"], capsys, "export")
+
+
+def test_save_path_onto_an_existing_run_points_to_resume(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text('{"status": "finished"}')
+    (run / "checkpoint_epoch00001.pt").write_bytes(b"precious")
+    line = _one_line_exit_2(["train", "--save_path", str(run), "--epochs", "1", "--wandb-mode", "disabled"], capsys)
+    assert f"--resume {run}" in line and (run / "checkpoint_epoch00001.pt").read_bytes() == b"precious"

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Sequence
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 class FriendlyParser(argparse.ArgumentParser):
@@ -50,3 +53,35 @@ def parse_bool(text: str) -> bool:
     if value in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def check_output(out: "Path", *, named: bool, force: bool, inputs: "Sequence[Path]" = (), flag: str = "-o") -> None:
+    """Refuse to write ``out`` where that would destroy a file the user did not ask to replace.
+
+    Args:
+        out: the file about to be written.
+        named: the user named it (``-o``); otherwise it is a default derived from an input.
+        force: ``--force`` was given.
+        inputs: files the command reads: never replaced, ``--force`` or not.
+
+    Raises:
+        ConfigError: ``out`` is an input, a directory, or an existing file without ``--force``.
+    """
+    from pathlib import Path
+
+    from lictrain.errors import ConfigError
+
+    out = Path(out)
+    for source in inputs:
+        try:
+            if out.exists() and Path(source).exists() and out.resolve() == Path(source).resolve():
+                raise ConfigError(f"{flag} {out} would replace its input {source}; name another output file")
+        except OSError:
+            continue
+    if out.is_dir():
+        raise ConfigError(f"{flag} {out} is a directory; give a file name")
+    if out.exists() and not force:
+        if named:
+            raise ConfigError(f"{out} already exists; pass --force to replace it, or name another file with {flag}")
+        raise ConfigError(f"the default output {out} already exists (the original?); name the output with {flag} "
+                          "NEW_FILE, or pass --force to replace it")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from lictrain.cli.common import add_flag
+from lictrain.cli.common import add_flag, check_output
 
 HELP = "compress an image to a .lic bitstream with a trained checkpoint"
 
@@ -31,6 +31,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                               "fingerprint and a checksum of the reconstruction, so decoding checks it got the same image.")
     p.add_argument("image", metavar="IMAGE", help="PNG, JPEG, WebP, BMP, TIFF or PPM (converted to RGB)")
     add_flag(p, "output", "-o", metavar="FILE", help="output .lic file (default: IMAGE with suffix .lic)")
+    add_flag(p, "force", action="store_true", help="replace an existing output file")
     add_codec_flags(p)
     p.set_defaults(func=run)
     return p
@@ -41,8 +42,9 @@ def run(args: argparse.Namespace) -> int:
 
     from lictrain.evaluation.codec import compress_file, load_codec
 
-    model, info = load_codec(args.checkpoint, args.device, model=args.model, quality=args.quality)
     out = Path(args.output) if args.output else Path(args.image).with_suffix(".lic")
+    check_output(out, named=bool(args.output), force=args.force, inputs=[Path(args.image)])
+    model, info = load_codec(args.checkpoint, args.device, model=args.model, quality=args.quality)
     enc, height, width = compress_file(model, info, args.image, out)
     bits = 8 * len(enc.data)
     print(f"wrote {out}: {len(enc.data)} bytes, {bits / (height * width):.4f} bpp "

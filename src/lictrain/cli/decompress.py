@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from lictrain.cli.common import add_flag
+from lictrain.cli.common import add_flag, check_output
 from lictrain.cli.compress import add_codec_flags
 
 HELP = "decompress a .lic bitstream to an image (PNG) with the checkpoint that encoded it"
@@ -24,6 +24,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                               "altered file, or another checkpoint, is an error, never a garbage image.")
     p.add_argument("bitstream", metavar="FILE", help=".lic file written by lictrain compress")
     add_flag(p, "output", "-o", metavar="IMAGE", help="output image: .png (default: FILE with suffix .png), .ppm, .bmp, .tif")
+    add_flag(p, "force", action="store_true", help="replace an existing output image")
     add_codec_flags(p)
     p.set_defaults(func=run)
     return p
@@ -44,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     if fmt is None:
         raise ConfigError(f"-o {out}: write a lossless image ({', '.join(LOSSLESS_SUFFIXES)}); "
                           "a lossy format would change the decoded pixels")
+    check_output(out, named=bool(args.output), force=args.force, inputs=[Path(args.bitstream)])
     data = read_bitstream_file(args.bitstream)
     header = unpack(data, args.bitstream)  # a bad file fails before the model is loaded
     model_name, quality = args.model, args.quality

@@ -25,8 +25,9 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--out", "-o", dest="out", required=True, metavar="FILE",
-        help="output .safetensors file (replaced if it exists)",
+        help="output .safetensors file (an existing file needs --force)",
     )
+    p.add_argument("--force", action="store_true", help="replace an existing output file")
     return p
 
 
@@ -52,6 +53,14 @@ def run(args: argparse.Namespace) -> int:
     Raises:
         CheckpointError: Missing, corrupt or unsafe checkpoint, or an unwritable output.
     """
+    from pathlib import Path
+
+    from lictrain.checkpoint import resolve_checkpoint
+    from lictrain.cli.common import check_output
+
+    source = Path(args.checkpoint)
+    inputs = [source] + ([resolve_checkpoint(source)] if source.is_dir() else [])
+    check_output(Path(args.out), named=True, force=args.force, inputs=inputs, flag="--out")
     out = export_safetensors(args.checkpoint, args.out)
     size_mb = out.stat().st_size / 1e6
     print(f"wrote {out} ({size_mb:.1f} MB) from {args.checkpoint}")

@@ -59,6 +59,26 @@ def prepare_run_dir(cfg: TrainConfig, create: bool = True) -> Path:
     return run_dir
 
 
+#: files whose presence makes a folder a run's directory (never trained into again without --resume)
+RUN_MARKERS = ("run.json", "metrics.jsonl", "checkpoint_tracking.json")
+
+
+def check_new_run_dir(cfg: TrainConfig) -> None:
+    """Refuse ``--save_path`` onto an existing run: training there would overwrite its checkpoints
+    and records and leave a folder that mixes two runs.
+
+    Raises:
+        ConfigError: the folder holds a run; the message points to ``--resume``.
+    """
+    if not cfg.save_path or cfg.resume:
+        return
+    run_dir = Path(cfg.save_path).expanduser()
+    if run_dir.is_dir() and (any((run_dir / m).exists() for m in RUN_MARKERS)
+                             or any(run_dir.glob("checkpoint_*.pt"))):
+        raise ConfigError(f"--save_path {run_dir} already holds a run; continue it with --resume {run_dir}, or choose "
+                          "a new --save_path")
+
+
 def fit(cfg: TrainConfig, show_progress: bool | None = None,
         epoch_callback: Callable[[int, dict[str, Any]], None] | None = None) -> RunResult:
     """Train ``cfg.model`` per ``cfg``; returns when finished, interrupted or stopped.
@@ -72,6 +92,7 @@ def fit(cfg: TrainConfig, show_progress: bool | None = None,
     """
     started = time.perf_counter()
     cfg.validate()
+    check_new_run_dir(cfg)
     resume_file = resolve_checkpoint(cfg.resume) if cfg.resume else None
     dist, device = init_distributed(resolve_device(cfg.device))
     alignment = get_spec(cfg.model).alignment
