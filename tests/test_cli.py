@@ -249,3 +249,36 @@ def test_save_path_onto_an_existing_run_points_to_resume(tmp_path: Path, capsys:
     (run / "checkpoint_epoch00001.pt").write_bytes(b"precious")
     line = _one_line_exit_2(["train", "--save_path", str(run), "--epochs", "1", "--wandb-mode", "disabled"], capsys)
     assert f"--resume {run}" in line and (run / "checkpoint_epoch00001.pt").read_bytes() == b"precious"
+
+
+def test_ctrl_c_during_setup_is_one_line_exit_130(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    import lictrain.cli.train as train_cli
+
+    def interrupted(args):  # noqa: ANN001
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_cli, "config_from_args", interrupted)
+    assert main(["train"]) == 130
+    assert capsys.readouterr().err.strip() == "lictrain: interrupted"
+
+
+def test_out_of_range_seed_and_huge_gamma_plot_are_one_line_exit_2(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    line = _one_line_exit_2(["train", "--seed", "99999999999999999999", "--save-path", str(tmp_path / "r")], capsys)
+    assert "--seed must be a whole number from 0 to 2**63-1" in line
+    line = _one_line_exit_2(["gamma-plot", "--epochs", "1000000000", "--out", str(tmp_path / "g.png")], capsys,
+                            "gamma-plot")
+    assert "more than gamma-plot simulates" in line
+
+
+@pytest.mark.slow
+def test_a_diverged_run_finishes_cleanly_and_eval_refuses_its_weights(image_folder: Path, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "div"
+    assert main(["train", "--dataset", str(image_folder), "--lr", "1e10", "--epochs", "1", "--epoch-size", "4",
+                 "--batch-size", "2", "--model", "bmshj2018-factorized", "--patch-size", "64", "--test-patch-size",
+                 "64", "--wandb-mode", "disabled", "--save-path", str(run)]) == 0
+    err = capsys.readouterr().err
+    assert "closing evaluation skipped" in err and "diverged" in err and "Traceback" not in err
+    line = _one_line_exit_2(["eval", str(run), "--no-estimate", "--out-dir", str(tmp_path / "ev")], capsys, "eval")
+    assert "diverged" in line

@@ -170,3 +170,58 @@ def test_test_crops_keep_only_the_centre(image_folder: Path) -> None:
     assert torch.equal(crops[0].pixels, whole[:, 8:72, 16:80]) and crops[0].pixels.is_contiguous()
     with pytest.raises(DataError, match="larger than every test photo"):
         load_test_crops(str(image_folder), 128)
+
+
+def test_every_pillow_mode_becomes_8_bit_rgb_at_known_values(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    palette = Image.new("P", (4, 3))
+    palette.putpalette([10, 20, 30] + [0] * 765)
+    palette.save(tmp_path / "p.png")
+    Image.new("CMYK", (4, 3), (0, 255, 255, 0)).save(tmp_path / "cmyk.jpg", quality=100)
+    Image.new("LA", (4, 3), (77, 9)).save(tmp_path / "la.png")
+    Image.new("RGBA", (4, 3), (1, 2, 3, 0)).save(tmp_path / "rgba.png")
+    Image.new("1", (4, 3), 1).save(tmp_path / "bw.png")
+    grey16 = np.arange(12, dtype=np.uint16).reshape(3, 4) * 5000
+    Image.fromarray(grey16).save(tmp_path / "g16.png")
+    assert read_image(tmp_path / "p.png")[:, 0, 0].tolist() == [10, 20, 30]
+    cmyk = read_image(tmp_path / "cmyk.jpg")[:, 0, 0].tolist()
+    assert cmyk[0] > 240 and cmyk[1] < 15 and cmyk[2] < 15  # cyan/magenta/yellow inks -> red
+    assert read_image(tmp_path / "la.png")[:, 0, 0].tolist() == [77, 77, 77]
+    assert read_image(tmp_path / "rgba.png")[:, 0, 0].tolist() == [1, 2, 3]
+    assert read_image(tmp_path / "bw.png")[:, 0, 0].tolist() == [255, 255, 255]
+    g16 = read_image(tmp_path / "g16.png")
+    assert g16.dtype == torch.uint8 and g16[0].flatten().tolist() == [v >> 8 for v in (grey16.flatten().tolist())]
+
+
+def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    array = np.zeros((20, 40, 3), dtype=np.uint8)
+    array[:, :20] = 255  # left half white, 40 wide x 20 high
+    img = Image.fromarray(array)
+    exif = img.getexif()
+    exif[0x0112] = 6  # "rotate 90 CW to view"
+    img.save(tmp_path / "rot.jpg", quality=95, exif=exif.tobytes())
+    pixels = read_image(tmp_path / "rot.jpg")
+    assert pixels.shape == (3, 40, 20)  # shown upright: 20 wide x 40 high
+    assert int(pixels[0, :15].float().mean()) > 200 and int(pixels[0, 25:].float().mean()) < 50
+
+
+def test_pixel_limit_is_enforced_from_the_header(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from lictrain.limits import set_max_pixels
+
+    Image.new("RGB", (300, 200)).save(tmp_path / "big.png")
+    Image.new("RGB", (300, 200)).save(tmp_path / "big.jpg")
+    set_max_pixels(50_000)
+    try:
+        for name in ("big.png", "big.jpg"):
+            with pytest.raises(DataError, match="over the 0 MP limit|over the .* limit"):
+                read_image(tmp_path / name)
+    finally:
+        set_max_pixels(None)
+    assert read_image(tmp_path / "big.png").shape == (3, 200, 300)

@@ -120,6 +120,8 @@ class TrainConfig:
         _positive_float(self, "lr")
         if self.num_workers is not None and (not isinstance(self.num_workers, int) or self.num_workers < 0):
             raise ConfigError(f"--num-workers must be auto or a whole number >= 0, got {self.num_workers}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**63:
+            raise ConfigError(f"--seed must be a whole number from 0 to 2**63-1, got {self.seed}")
         if self.keep_best < 0:
             raise ConfigError(f"--keep-best must be >= 0, got {self.keep_best}")
         if self.cautious_max_scale is not None and not (

@@ -2,7 +2,7 @@
 
 An image or ``.lic`` file is untrusted input: a 100-byte header can claim a 20000x20000 image.
 Every command checks the pixel count *before* decoding. The limit is
-:data:`DEFAULT_MAX_PIXELS` (100 megapixels: an 8K photo is 33 MP); raise it with
+:data:`DEFAULT_MAX_PIXELS` (40 megapixels: an 8K photo is 33 MP); raise it with
 ``lictrain --max-pixels N ...`` or the ``LICTRAIN_MAX_PIXELS`` environment variable.
 """
 
@@ -12,7 +12,7 @@ import os
 
 __all__ = ["DEFAULT_MAX_PIXELS", "max_pixels", "set_max_pixels"]
 
-DEFAULT_MAX_PIXELS = 100_000_000
+DEFAULT_MAX_PIXELS = 40_000_000
 _override: int | None = None
 
 

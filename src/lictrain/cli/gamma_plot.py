@@ -61,6 +61,10 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
+#: longest schedule gamma-plot simulates (HPCM trains 3,000 epochs)
+MAX_PLOT_EPOCHS = 1_000_000
+
+
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``gamma-plot`` subcommand to ``subparsers`` (from ``add_subparsers()``).
 
@@ -92,6 +96,9 @@ def run(args: argparse.Namespace) -> int:
     """
     if args.epochs is None or args.epochs <= 0:
         raise ConfigError(f"--epochs must be a positive integer, got {args.epochs}")
+    if args.epochs > MAX_PLOT_EPOCHS:  # every epoch is simulated: 1e9 of them would run for hours
+        raise ConfigError(f"--epochs {args.epochs} is more than gamma-plot simulates ({MAX_PLOT_EPOCHS:,}); plot a "
+                          "shorter run (the schedules scale with T)")
     strategies = list(dict.fromkeys(args.strategy or STRATEGIES))
     curves = gamma_curves(
         strategies,

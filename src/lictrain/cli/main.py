@@ -45,7 +45,7 @@ def build_parser() -> FriendlyParser:
     parser = FriendlyParser(prog="lictrain", description="Train and evaluate learned image codecs with balanced R-D optimisation.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--max-pixels", "--max_pixels", dest="max_pixels", type=_positive_int, metavar="N",
-                        help="largest image (or .lic image size) any command decodes, in pixels (default 100000000; "
+                        help="largest image (or .lic image size) any command decodes, in pixels (default 40000000; "
                              "also LICTRAIN_MAX_PIXELS)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=FriendlyParser)
     for module_name in SUBCOMMANDS.values():
@@ -54,6 +54,14 @@ def build_parser() -> FriendlyParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C before a command took over (imports, setup): no traceback
+        print("lictrain: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:

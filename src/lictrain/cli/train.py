@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import math
 import os
 import signal
 from pathlib import Path
@@ -276,6 +277,10 @@ def closing_evaluation(cfg: TrainConfig, result: Any) -> str:
     from lictrain.evaluation.report import final_report
     from lictrain.training.build import resolve_device
 
+    best_loss = result.summary.get("best_loss")
+    if not (isinstance(best_loss, (int, float)) and math.isfinite(best_loss)):
+        log.warning("closing evaluation skipped: no epoch of this run had a finite test loss (it diverged)")
+        return ""
     # fit() records the best checkpoint when the run finishes; without one, the latest
     best = Path(result.summary.get("best_checkpoint") or resolve_checkpoint(result.run_dir))
     images = load_test_images(cfg.dataset) if cfg.dataset else None  # the test photos alone: no training set decode

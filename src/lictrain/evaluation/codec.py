@@ -157,6 +157,11 @@ def load_codec(
         if quality is not None and int(quality) != int(q):
             raise ConfigError(f"--quality {quality} contradicts {path}, which was trained at quality {q}; drop --quality")
     q = int(q)
+    bad = [k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+           and not bool(torch.isfinite(v).all())]
+    if bad:  # NaN weights make the entropy coder's tables (and its loops) meaningless: refuse up front
+        raise CheckpointError(f"the weights in {path} hold NaN or infinite values ({bad[0]}, {len(bad)} tensor(s)): "
+                              "the run diverged; evaluate an earlier checkpoint or retrain with a lower --lr")
     spec = get_spec(str(name))
     net = build_model(spec.name, q)
     try:
@@ -169,6 +174,7 @@ def load_codec(
             "pass the --model/--quality they were trained with"
         ) from exc
     net.eval()
+    _check_entropy_ranges(net, path)
     net.update(force=True)  # CDF tables built on the CPU: the same tables on every device
     fingerprint = weights_fingerprint(net)
     net.to(dev)
@@ -181,6 +187,38 @@ def load_codec(
         lmbda=float(lmbda) if isinstance(lmbda, (int, float)) else None, device=str(dev),
     )
     return net, info
+
+
+#: widest value range (in quantisation bins) a factorized entropy model may span; CompressAI's
+#: ``update()`` builds a CDF table that long per channel, so a diverged model's 1e20 would hang it
+MAX_ENTROPY_RANGE = 1 << 16
+
+
+#: largest latent magnitude a sane codec produces for a grey probe image; CompressAI's rANS
+#: encoder loops without end on symbols near the int32 limits
+MAX_PROBE_LATENT = 1e6
+
+
+def _check_entropy_ranges(net: torch.nn.Module, path: Path) -> None:
+    """Refuse weights of a diverged run: EntropyBottleneck quantiles over an absurd range, or an
+    analysis transform whose latent for a plain grey image is not finite or enormous (either
+    would hang CompressAI's table building or rANS encoder)."""
+    g_a = getattr(net, "g_a", None)
+    if isinstance(g_a, torch.nn.Module):
+        with torch.inference_mode():
+            latent = g_a(torch.full((1, 3, 64, 64), 0.5))
+        peak = latent.abs().max()
+        if not bool(torch.isfinite(peak)) or float(peak) > MAX_PROBE_LATENT:
+            raise CheckpointError(f"the weights in {path} give latents of {float(peak):.3g} for a grey image: the run "
+                                  "diverged; evaluate an earlier checkpoint or retrain with a lower --lr")
+    for name, module in net.named_modules():
+        quantiles = getattr(module, "quantiles", None)
+        if not isinstance(quantiles, torch.Tensor) or quantiles.dim() != 3 or quantiles.shape[-1] != 3:
+            continue
+        span = (quantiles[..., 2] - quantiles[..., 0]).detach().abs().max()
+        if not bool(torch.isfinite(span)) or float(span) > MAX_ENTROPY_RANGE:
+            raise CheckpointError(f"the entropy model {name} in {path} spans {float(span):.3g} quantisation bins: the "
+                                  "run diverged; evaluate an earlier checkpoint or retrain with a lower --lr")
 
 
 def codec_from_model(model: torch.nn.Module, name: str, quality: int, *, source: str = "<in memory>") -> CodecInfo:

@@ -86,9 +86,11 @@ def advice_text(run_dir: Path, cfg: Any, device_type: str) -> str:
     """A few lines on what a longer budget or a GPU would buy, for the end of a run."""
     record, rows = read_run(run_dir)
     budget = record.get("budget") or {}
-    points = [(minutes, float(row["psnr"])) for minutes, row in timeline(record, rows)]
-    if not points:
-        return ""
+    points = [(minutes, float(row["psnr"])) for minutes, row in timeline(record, rows)
+              if isinstance(row.get("psnr"), (int, float)) and math.isfinite(float(row["psnr"]))]
+    if not points:  # no finite test PSNR (a diverged run: the epoch lines said so)
+        return ("what more training buys: nothing yet -- this run's test PSNR was never finite (diverged); "
+                "lower --lr or keep --clip_max_norm") if rows else ""
     minutes, last = points[-1]
     lines = ["what more training buys:"]
     steps = len(points) * budget.get("steps_per_epoch", 0)
