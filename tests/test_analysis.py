@@ -293,7 +293,15 @@ def test_pareto_front() -> None:
 def test_parameter_importance(tmp_path: Path) -> None:
     analyzer = HyperparameterAnalyzer(sweep_folder(tmp_path))
     table = analyzer.parameter_importance("psnr", lambda_value=0.0035)
-    assert {"gamma", "w_lr", "use_balanced"} == set(table["param"]) and table["importance"].sum() == pytest.approx(1.0)
+    # gamma/w_lr do not apply to the standard runs: the split is by use_balanced over all runs,
+    # then gamma and w_lr among the balanced runs alone
+    assert table["param"].iloc[0] == "use_balanced"
+    assert set(table["param"].iloc[1:]) == {"gamma (balanced runs)", "w_lr (balanced runs)"}
+    assert table["importance"].iloc[0] == pytest.approx(1.0)
+    assert table["importance"].iloc[1:].sum() == pytest.approx(1.0)
+    df = analyzer.load_results()
+    standard = df[df["use_balanced"] == False]  # noqa: E712 - a pandas mask
+    assert len(standard) and standard["gamma"].isna().all() and standard["w_lr"].isna().all()
     few = HyperparameterAnalyzer(tmp_path)  # same runs, but a λ with too few: a note, no table
     write_run(tmp_path / "lonely", {"lmbda": 0.5}, {"psnr": 40.0, "bpp": 2.0})
     assert few.parameter_importance("psnr", lambda_value=0.5).empty

@@ -206,3 +206,30 @@ def test_published_hpcm_curves_are_anchors_for_rd(tmp_path: Path, capsys: pytest
     assert "hpcm-base@clic" in out and (tmp_path / "rd.png").stat().st_size > 0
     assert main(["rd", "--published"]) == 0 and "hpcm-large@tecnick" in capsys.readouterr().out
     assert main(["rd", str(tmp_path / "ours.json"), "--anchor", "hpcm-tiny@kodak"]) == 2
+
+
+def test_rd_refuses_curves_over_different_images(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import json
+
+    from lictrain.cli.main import main
+
+    def curve(name: str, images: list[str]) -> Path:
+        points = [{"label": f"q{i}", "params": {}, "mean": {"bpp": b, "psnr": p, "ms_ssim": 0.9},
+                   "images": []} for i, (b, p) in enumerate(((0.2, 28.0), (0.4, 31.0), (0.7, 34.0), (1.0, 36.0)))]
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"format": "lictrain-rd", "version": 1, "name": name, "kind": "learned",
+                                    "images": images, "points": points}))
+        return path
+
+    from lictrain.evaluation.results import FORMAT
+
+    a = curve("avif", ["kodim01.png", "kodim02.png"])
+    b = curve("jpeg420", [f"kodim{i:02d}.png" for i in range(1, 25)])
+    for path in (a, b):
+        data = json.loads(path.read_text())
+        data["format"] = FORMAT
+        path.write_text(json.dumps(data))
+    assert main(["rd", str(a), str(b), "--anchor", "jpeg420", "--out", str(tmp_path / "rd.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "different images" in err[0] and "only in jpeg420: kodim03.png" in err[0]
+    assert main(["rd", str(a), str(b), "--anchor", "jpeg420", "--out", str(tmp_path / "rd.png"), "--allow-mixed"]) == 0

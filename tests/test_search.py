@@ -202,6 +202,8 @@ def test_grid_resumes_an_interrupted_trial_from_its_checkpoint(fake_fit: Any, tm
     (["sweep", "--optuna", "2", "--grid", "lambda=0.001,0.002"], "fixed λ"),
     (["sweep", "--optuna", "0"], "positive"),
     (["sweep", "--grid", "gamma=-1,0.1"], "gamma"),
+    (["sweep", "--grid", "quality=1,99", "--model", "bmshj2018-factorized"], "--quality 99 is not available"),
+    (["sweep", "--grid", "patch_size=64,100", "--model", "bmshj2018-factorized"], "not a multiple of 16"),
 ])
 def test_sweep_cli_errors_are_one_line_exit_2(argv: list[str], message: str, tmp_path: Path,
                                               capsys: pytest.CaptureFixture) -> None:

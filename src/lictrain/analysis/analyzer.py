@@ -48,6 +48,10 @@ HYPERPARAMS = ("lambda", "gamma", "w_lr", "lr", "aux_lr", "model", "quality", "m
 BALANCED_ONLY = ("gamma", "w_lr", "balanced_method", "balanced_update", "balanced_tasks", "cautious",
                  "adaptive_gamma", "gamma_strategy", "gamma_final", "gamma_decay")
 
+#: settings that mean nothing unless a gamma schedule runs (--adaptive_gamma)
+SCHEDULE_ONLY = ("gamma_strategy", "gamma_final", "gamma_decay", "step_epochs", "adaptive_window",
+                 "adaptive_threshold", "gamma_scales")
+
 #: leading columns of the runs DataFrame
 META = ("name", "state", "status", "run_id", "source", "path")
 
@@ -88,7 +92,27 @@ def runs_frame(runs: Iterable[RunData]) -> pd.DataFrame:
             if converted.notna().sum() == df[column].notna().sum() and df[column].notna().any():
                 if not df[column].dropna().map(lambda v: isinstance(v, bool)).any():
                     df[column] = converted
-    return df.sort_values(["path"], kind="stable").reset_index(drop=True)
+    return _blank_inapplicable(df).sort_values(["path"], kind="stable").reset_index(drop=True)
+
+
+def _blank_inapplicable(df: pd.DataFrame) -> pd.DataFrame:
+    """Settings a run did not use become missing (NaN): a standard run's default ``gamma`` and
+    ``w_lr``, a schedule's settings where no schedule ran. Averaging or ranking them as if they
+    were real settings would credit them with what ``use_balanced`` did."""
+    for switch, dependent in (("use_balanced", BALANCED_ONLY), ("adaptive_gamma", SCHEDULE_ONLY)):
+        if switch not in df.columns:
+            continue
+        off = df[switch].map(lambda v: v is False or v == 0 or (isinstance(v, str) and v.lower() == "false"))
+        off &= df[switch].notna()
+        if switch == "adaptive_gamma" and "use_balanced" in df.columns:
+            off |= df["use_balanced"].map(lambda v: v is False)  # no balanced optimiser, no gamma schedule
+        for column in dependent:
+            if column in df.columns and column != switch and off.any():
+                df[column] = df[column].astype(object).where(~off, None)
+                converted = pd.to_numeric(df[column], errors="coerce")
+                if converted.notna().sum() == df[column].notna().sum():
+                    df[column] = converted
+    return df
 
 
 def _names(df: pd.DataFrame, limit: int = 5) -> str:
@@ -400,7 +424,26 @@ def importance_table(df: pd.DataFrame, metric: str = "psnr", maximize: bool = Tr
         if notes is not None:
             notes.append(f"parameter importance failed: {type(exc).__name__}: {exc}")
         return empty
-    return pd.DataFrame({"param": list(scores), "importance": [float(v) for v in scores.values()]})
+    table = pd.DataFrame({"param": list(scores), "importance": [float(v) for v in scores.values()]})
+    return pd.concat([table, _balanced_only_importance(sub, metric, maximize, params, notes)], ignore_index=True)
+
+
+def _balanced_only_importance(sub: pd.DataFrame, metric: str, maximize: bool, used: list[str],
+                              notes: list[str] | None) -> pd.DataFrame:
+    """Importance of the balanced-only settings among the balanced runs alone (where they apply),
+    as rows ``<param> (balanced runs)``; empty when the main table already covers them."""
+    if "use_balanced" not in used:
+        return pd.DataFrame(columns=["param", "importance"])
+    balanced = sub[sub["use_balanced"].map(lambda v: v is True or v == 1)]
+    balanced = balanced.drop(columns=["use_balanced"])
+    inner = importance_table(balanced, metric, maximize, notes=None) if len(balanced) else None
+    if inner is None or inner.empty:
+        return pd.DataFrame(columns=["param", "importance"])
+    inner = inner[inner["param"].isin(BALANCED_ONLY)]
+    if notes is not None and not inner.empty:
+        notes.append(f"settings of the balanced optimiser ranked among the {len(balanced)} balanced runs only "
+                     "(they do not apply to standard runs)")
+    return inner.assign(param=inner["param"] + " (balanced runs)")
 
 
 # -- the guide's interface -------------------------------------------------------------------

@@ -30,8 +30,36 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_flag(p, "min_overlap", type=float, default=0.75,
              help="warn when the anchor covers less than this fraction of a curve's range (default 0.75)")
     add_flag(p, "title", help="plot title")
+    add_flag(p, "allow_mixed", action="store_true",
+             help="compare curves measured on different image sets (refused by default: BD-rates between them "
+                  "mean nothing)")
     p.set_defaults(func=run)
     return p
+
+
+def _check_same_images(curves: list[Any], anchor: str) -> None:
+    """Refuse curves whose image sets differ (when both files list their images), naming them.
+
+    Published curves name a data set, not images: they are compared as they are (say so in
+    the write-up: the protocol must match, see ``lictrain eval --pad official``).
+    """
+    from lictrain.errors import ConfigError
+
+    listed = [c for c in curves if c.images and c.kind != "published"]
+    if len(listed) < 2:
+        return
+    reference = next((c for c in listed if c.name == anchor), listed[0])
+    for curve in listed:
+        mine, theirs = set(curve.images), set(reference.images)
+        if mine != theirs:
+            only_mine, only_theirs = sorted(mine - theirs), sorted(theirs - mine)
+            detail = "; ".join(part for part in (
+                f"only in {curve.name}: {', '.join(only_mine[:4])}{' ...' if len(only_mine) > 4 else ''}" if only_mine
+                else "", f"only in {reference.name}: {', '.join(only_theirs[:4])}"
+                f"{' ...' if len(only_theirs) > 4 else ''}" if only_theirs else "") if part)
+            raise ConfigError(f"{curve.name} ({len(mine)} images) and {reference.name} ({len(theirs)} images) were "
+                              f"measured on different images ({detail}); evaluate them on the same set, or pass "
+                              "--allow-mixed to compare anyway")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
     if anchor is None:
         anchors = [c.name for c in curves if c.kind == "anchor"]
         anchor = "jpeg420" if "jpeg420" in names else (anchors[0] if anchors else names[0])
+    if not args.allow_mixed:
+        _check_same_images(curves, anchor)
     frame = rd_frame(curves)
     cols = ["curve", "point", "bpp", "psnr", "ms_ssim"]
     print(frame[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))

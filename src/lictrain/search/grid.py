@@ -221,7 +221,11 @@ def apply_params(base: TrainConfig, params: dict[str, Any]) -> TrainConfig:
         values.setdefault("adaptive_gamma", False)
     cfg = dataclasses.replace(base, **values)
     try:
-        return cfg.validate()
+        from lictrain.training.build import check_runnable
+
+        cfg.validate()
+        check_runnable(cfg)  # a bad model/quality/crop fails the sweep up front, not one trial mid-way
+        return cfg
     except ConfigError as exc:
         from lictrain.search.trial import format_params
 

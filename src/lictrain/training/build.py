@@ -57,6 +57,22 @@ def build_loaders(cfg: TrainConfig, device: torch.device,
     return train, test, source
 
 
+def check_runnable(cfg: TrainConfig) -> None:
+    """What ``fit`` would refuse about the model before training: an unknown ``--model``, a
+    ``--quality`` it does not offer, crops that are not a multiple of its alignment.
+
+    Raises:
+        ConfigError: naming the flag and the fix.
+    """
+    from lictrain.models import get_spec
+
+    spec = get_spec(cfg.model)
+    if cfg.quality not in spec.qualities:
+        raise ConfigError(f"--quality {cfg.quality} is not available for {cfg.model}; choose "
+                          f"{spec.qualities[0]}..{spec.qualities[-1]}")
+    check_alignment(cfg, spec.alignment)
+
+
 def check_alignment(cfg: TrainConfig, alignment: int) -> None:
     """Crops must be a multiple of the model's total downsampling factor."""
     for flag, size in (("--patch-size", cfg.patch_size), ("--test-patch-size", cfg.test_patch_size)):
