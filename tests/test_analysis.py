@@ -422,3 +422,13 @@ def test_runs_logged_by_lic_hpcm_balanced_use_lictrain_names(tmp_path: Path) -> 
     assert sorted(df["psnr"]) == [29.8, 30.0, 30.4] and set(df["lambda"]) == {0.013}
     best = analyzer.recommend_parameters(top_k=1)
     assert best.iloc[0]["gamma"] == 0.006 and best.iloc[0]["psnr"] == 30.4
+
+
+@pytest.mark.parametrize("record", ['{"status": 5, "config": "x"}', '{"config": {"gamma": [1, 2]}, "summary": 3}'])
+def test_malformed_run_json_is_skipped_with_a_warning(record: str, tmp_path: Path) -> None:
+    write_run(tmp_path / "good", {"lmbda": 0.01, "gamma": 0.003}, {"psnr": 30.0, "bpp": 0.5})
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "run.json").write_text(record)
+    analyzer = HyperparameterAnalyzer(tmp_path)
+    df = analyzer.load_results()
+    assert len(df) == 1 and any("bad" in w and "not a JSON object" in w for w in analyzer.warnings)

@@ -233,3 +233,16 @@ def test_rd_refuses_curves_over_different_images(tmp_path: Path, capsys: pytest.
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "different images" in err[0] and "only in jpeg420: kodim03.png" in err[0]
     assert main(["rd", str(a), str(b), "--anchor", "jpeg420", "--out", str(tmp_path / "rd.png"), "--allow-mixed"]) == 0
+
+
+@pytest.mark.parametrize("body", ['{"format": "%s", "name": "x", "points": "abc"}', '[1, 2]',
+                                  '{"name": "x", "results": {"bpp": 5}}', '{"format": "%s", "points": [{"mean": 3}]}'])
+def test_malformed_results_files_are_one_line_exit_2(body: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from lictrain.cli.main import main
+    from lictrain.evaluation.results import FORMAT
+
+    path = tmp_path / "bad.json"
+    path.write_text(body.replace("%s", FORMAT))
+    assert main(["rd", str(path), "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.json" in err[0] and "Traceback" not in err[0]

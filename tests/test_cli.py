@@ -282,3 +282,27 @@ def test_a_diverged_run_finishes_cleanly_and_eval_refuses_its_weights(image_fold
     assert "closing evaluation skipped" in err and "diverged" in err and "Traceback" not in err
     line = _one_line_exit_2(["eval", str(run), "--no-estimate", "--out-dir", str(tmp_path / "ev")], capsys, "eval")
     assert "diverged" in line
+
+
+def test_a_run_killed_before_its_first_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """kill -9 before the first checkpoint: run.json says running and names a dead process; analyze
+    reports it failed, --resume says there is nothing to resume."""
+    import json
+    import subprocess
+    import sys
+
+    from lictrain.analysis.analyzer import HyperparameterAnalyzer
+
+    run = tmp_path / "runs" / "early"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"status": "running", "config": {"lmbda": 0.01, "use_balanced": False},
+                                              "summary": {}}))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    import socket
+
+    (run / ".lictrain.lock").write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
+    df = HyperparameterAnalyzer(tmp_path / "runs").load_results()
+    assert df.loc[0, "state"] == "failed"
+    line = _one_line_exit_2(["train", "--resume", str(run)], capsys)
+    assert "nothing to resume" in line

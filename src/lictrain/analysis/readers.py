@@ -80,10 +80,13 @@ def read_lictrain_run(run_dir: str | os.PathLike[str], history: bool = False) ->
         raise CorruptRunError(f"{run_dir / 'run.json'}: unreadable ({exc})") from exc
     if not isinstance(record, dict):
         raise CorruptRunError(f"{run_dir / 'run.json'}: not a JSON object")
+    for key in ("config", "summary"):
+        if not isinstance(record.get(key) or {}, dict):
+            raise CorruptRunError(f"{run_dir / 'run.json'}: '{key}' is not a JSON object")
     config = dict(record.get("config") or {})
     if "lmbda" in config:
         config["lambda"] = config.pop("lmbda")
-    status = str(record.get("status") or "running")
+    status = record.get("status") if isinstance(record.get("status"), str) else "running"
     if status == "running" and _crashed(run_dir):
         status = "crashed"
     rows = None

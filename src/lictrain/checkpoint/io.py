@@ -117,6 +117,11 @@ def resolve_checkpoint(path_or_dir: str | os.PathLike[str]) -> Path:
         if records:
             latest = max(records.values(), key=_order_key)
             return p / latest.name
+        if (p / "run.json").is_file():  # a run that stopped before its first checkpoint
+            raise CheckpointError(
+                f"{p} holds a run that stopped before saving its first checkpoint: there is nothing to resume; "
+                f"start it again with a new --save_path (or delete {p} first)"
+            )
         raise CheckpointError(
             f"no lictrain checkpoint (checkpoint_epoch*.pt) in {p}; pass a checkpoint file or "
             "the save directory of a run that saved one"

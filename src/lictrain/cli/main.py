@@ -77,7 +77,8 @@ def _main(argv: list[str] | None) -> int:
     try:
         return int(args.func(args) or 0)
     except LictrainError as exc:
-        print(f"lictrain {args.command}: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split())  # one line, whatever a library put into the text
+        print(f"lictrain {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -405,7 +405,7 @@ def decode_bytes(model: torch.nn.Module, info: CodecInfo, data: bytes, *, what: 
     except LictrainError:
         raise
     except Exception as exc:  # the entropy decoder or the network rejected the streams
-        raise BitstreamError(f"{what} could not be decoded ({type(exc).__name__}: {str(exc)[:160]}); re-encode the image") from exc
+        raise BitstreamError(f"{what} could not be decoded ({type(exc).__name__}: {' '.join(str(exc).split())[:160]}); re-encode the image") from exc
     pixels = to_uint8(x_hat, stream.height, stream.width, stream.centred)  # the file says how it was padded
     _sync(device)
     decode_s = time.perf_counter() - t0

@@ -152,8 +152,8 @@ class CurveResult:
                 points = [PointResult(f"#{i}", {}, [_summary_image({"bpp": b, "psnr": p, "ms_ssim": m})])
                           for i, (b, p, m) in enumerate(zip(bpp, psnr, msssim))]
                 return cls(str(data.get("name", Path(source).stem)), "external", points, str(data.get("description", "")))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DataError(f"{source} is not a valid results file ({type(exc).__name__}: {exc})") from exc
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            raise DataError(f"{source} is not a valid results file ({type(exc).__name__}: {str(exc)[:120]})") from exc
         raise DataError(f"{source} is not a lictrain or CompressAI results file (no 'points' or 'results')")
 
 
