@@ -225,3 +225,10 @@ def test_pixel_limit_is_enforced_from_the_header(tmp_path: Path) -> None:
     finally:
         set_max_pixels(None)
     assert read_image(tmp_path / "big.png").shape == (3, 200, 300)
+
+
+def test_a_zero_byte_test_photo_is_skipped_when_good_ones_remain(image_folder: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    (image_folder / "test" / "empty.png").write_bytes(b"")
+    crops = load_test_crops(str(image_folder), 64)
+    assert [c.name for c in crops] == ["img000.png", "img001.png"] and "empty.png" in caplog.text
