@@ -306,3 +306,22 @@ def test_a_run_killed_before_its_first_checkpoint(tmp_path: Path, capsys: pytest
     assert df.loc[0, "state"] == "failed"
     line = _one_line_exit_2(["train", "--resume", str(run)], capsys)
     assert "nothing to resume" in line
+
+
+def test_plots_are_not_replaced_without_force(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "gamma_schedules.png").write_bytes(b"mine")
+    assert "pass --force" in _one_line_exit_2(["gamma-plot", "--epochs", "30"], capsys, "gamma-plot")
+    assert (tmp_path / "gamma_schedules.png").read_bytes() == b"mine"
+    assert main(["gamma-plot", "--epochs", "30", "--force"]) == 0
+    ours = {"name": "ours", "results": {"bpp": [0.1, 0.2, 0.3, 0.45], "psnr-rgb": [31.0, 33.0, 34.8, 36.5]}}
+    (tmp_path / "ours.json").write_text(json.dumps(ours))
+    (tmp_path / "rd.png").write_bytes(b"mine")
+    assert "already exists" in _one_line_exit_2(["rd", "ours.json"], capsys, "rd")
+    assert "would replace its input" in _one_line_exit_2(["rd", "ours.json", "--out", "ours.json", "--force"],
+                                                         capsys, "rd")
+    assert (tmp_path / "rd.png").read_bytes() == b"mine"
+    assert main(["rd", "ours.json", "--out", "new.png"]) == 0 and (tmp_path / "new.png").stat().st_size > 0

@@ -56,8 +56,9 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--adaptive_threshold", "--adaptive-threshold", dest="adaptive_threshold",
                    type=float, default=DEFAULT_THRESHOLD,
                    help="adaptive: relative improvement below which gamma is cut (default: 0.01)")
-    p.add_argument("--out", "-o", dest="out", default="gamma_schedules.png", metavar="PNG",
-                   help="output image (default: gamma_schedules.png)")
+    p.add_argument("--out", "-o", dest="out", default=None, metavar="PNG",
+                   help="output image (default: gamma_schedules.png); an existing file needs --force")
+    p.add_argument("--force", action="store_true", help="replace an existing output image")
     return p
 
 
@@ -125,7 +126,12 @@ def run(args: argparse.Namespace) -> int:
     g0 = 0.006 if args.gamma is None else args.gamma
     gf = 0.001 if args.gamma_final is None else args.gamma_final
     title = f"gamma schedules (T={args.epochs}, g0={g0:g}, gf={gf:g})"
-    out = plot_gamma_curves(curves, args.out, title=title, notes=notes)
+    from pathlib import Path
+
+    from lictrain.cli.common import check_output
+
+    check_output(Path(args.out or "gamma_schedules.png"), named=args.out is not None, force=args.force, flag="--out")
+    out = plot_gamma_curves(curves, args.out or "gamma_schedules.png", title=title, notes=notes)
     summary = ", ".join(f"{k} {v[0]:.4g}->{v[-1]:.4g}" for k, v in curves.items())
     print(f"wrote {out} ({summary})")
     return 0

@@ -25,7 +25,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                   "published curve: hpcm-base@clic, hpcm-large@tecnick, ... (see --published)")
     add_flag(p, "published", nargs="*", metavar="NAME",
              help="add published curves to the plot and table (no names: list them)")
-    add_flag(p, "out", "-o", metavar="PNG", default="rd.png", help="plot file (default rd.png)")
+    add_flag(p, "out", "-o", metavar="PNG", default=None,
+             help="plot file (default rd.png); an existing file needs --force")
+    add_flag(p, "force", action="store_true", help="replace an existing plot/CSV file")
     add_flag(p, "csv", metavar="FILE", help="also write the BD table as CSV")
     add_flag(p, "min_overlap", type=float, default=0.75,
              help="warn when the anchor covers less than this fraction of a curve's range (default 0.75)")
@@ -79,7 +81,14 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.results:
         raise ConfigError("pass results files (or folders of them) from lictrain eval")
-    curves = [read_curve(p) for p in collect_result_paths(args.results)]
+    result_paths = collect_result_paths(args.results)
+    from lictrain.cli.common import check_output
+
+    check_output(Path(args.out or "rd.png"), named=args.out is not None, force=args.force, inputs=result_paths,
+                 flag="--out")
+    if args.csv:
+        check_output(Path(args.csv).expanduser(), named=True, force=args.force, inputs=result_paths, flag="--csv")
+    curves = [read_curve(p) for p in result_paths]
     wanted = list(args.published or [])
     if args.anchor and args.anchor in published_names() and args.anchor not in [c.name for c in curves]:
         wanted.append(args.anchor)
@@ -101,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     print()
     table = bd_table(curves, anchor, min_overlap=args.min_overlap)
     print(bd_text(table, anchor))
-    out = plot_rd(frame, args.out, bd=table, anchor=anchor, title=args.title)
+    out = plot_rd(frame, args.out or "rd.png", bd=table, anchor=anchor, title=args.title)
     print(f"wrote {out}")
     if args.csv:
         csv_path = Path(args.csv).expanduser()
