@@ -325,3 +325,23 @@ def test_plots_are_not_replaced_without_force(tmp_path: Path, capsys: pytest.Cap
                                                          capsys, "rd")
     assert (tmp_path / "rd.png").read_bytes() == b"mine"
     assert main(["rd", "ours.json", "--out", "new.png"]) == 0 and (tmp_path / "new.png").stat().st_size > 0
+
+
+def test_eval_and_analyze_do_not_replace_earlier_results_without_force(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    import json
+
+    out = tmp_path / "ev"
+    out.mkdir()
+    (out / "jpeg420.json").write_text("earlier results")
+    line = _one_line_exit_2(["eval", "--anchors", "jpeg420", "--out-dir", str(out)], capsys, "eval")
+    assert "pass --force" in line and (out / "jpeg420.json").read_text() == "earlier results"
+    runs = tmp_path / "runs"
+    (runs / "a").mkdir(parents=True)
+    (runs / "a" / "run.json").write_text(json.dumps({"status": "finished", "config": {"gamma": 0.001},
+                                                     "summary": {"psnr": 30.0, "bpp": 0.3}}))
+    (runs / "analysis").mkdir()
+    (runs / "analysis" / "report.md").write_text("my notes")
+    line = _one_line_exit_2(["analyze", str(runs)], capsys, "analyze")
+    assert "already exists" in line and (runs / "analysis" / "report.md").read_text() == "my notes"
+    assert main(["analyze", str(runs), "--force"]) == 0

@@ -37,6 +37,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_flag(p, "format", dest="format", choices=("md", "html"), default="md", help="report format (default md)")
     add_flag(p, "out", default=None, metavar="DIR", help="report folder (default RESULTS_DIR/analysis)")
     add_flag(p, "top_k", type=int, default=5, help="recommendations per table (default 5)")
+    add_flag(p, "force", action="store_true", help="replace an existing report in the output folder")
     direction = p.add_mutually_exclusive_group()
     direction.add_argument("--maximize", dest="maximize", action="store_true", default=None,
                            help="higher metric is better (default for psnr, ms_ssim)")
@@ -55,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
     results = Path(args.results_dir).expanduser()
     out = Path(args.out).expanduser() if args.out else results / "analysis"
     maximize = MAXIMIZE.get(args.metric, True) if args.maximize is None else args.maximize
+    from lictrain.cli.common import check_output
+
+    check_output(out / f"report.{args.format}", named=args.out is not None, force=args.force, flag="--out")
     analyzer = HyperparameterAnalyzer(results, output_dir=out)
     df = analyzer.load_results()
     log.info("read %d run(s) from %s (%s)", len(df), results,

@@ -41,11 +41,36 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_flag(p, "pad", default="replicate",
              help="replicate (default: right/bottom edge replication to the model's multiple) or official (zeros, "
                   "centred, multiples of 256: the official HPCM test protocol, to reproduce published numbers)")
+    add_flag(p, "force", action="store_true", help="replace results of the same curve names in --out-dir")
     add_flag(p, "no_bitstreams", action="store_true", help="do not keep the .lic files (they are still written and read back in memory)")
     add_flag(p, "no_estimate", action="store_true", help="skip the forward pass that gives the estimated bpp")
     add_flag(p, "quiet", action="store_true", help="no per-image progress lines")
     p.set_defaults(func=run)
     return p
+
+
+def _check_results_free(args: argparse.Namespace, anchors: list[str], out_dir: Any) -> None:
+    """Refuse, before any evaluation, to replace earlier results of the same curve names."""
+    if args.force:
+        return
+    from lictrain.cli.common import check_output
+    from lictrain.evaluation.results import safe_name
+
+    names = list(anchors)
+    if args.checkpoints:
+        name = args.name or args.model
+        if name is None:  # the default curve name is the model the first checkpoint holds
+            from lictrain.checkpoint.weights import load_weights
+
+            try:
+                name = load_weights(args.checkpoints[0]).model
+            except Exception:  # unreadable: load_codec reports it properly later
+                name = None
+        if name:
+            names.append(str(name))
+    for name in names:
+        for suffix in (".json", ".csv"):
+            check_output(out_dir / f"{safe_name(name)}{suffix}", named=True, force=False, flag="--out-dir")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,8 +91,9 @@ def run(args: argparse.Namespace) -> int:
     anchors = parse_anchor_list(args.anchors) if args.anchors else []
     qualities = parse_qualities(args.anchor_qualities) if args.anchor_qualities else list(DEFAULT_QUALITIES)
     check_paths_exist(args.checkpoints)
-    images, source = load_eval_images(args.dataset)
     out_dir = Path(args.out_dir).expanduser()
+    _check_results_free(args, anchors, out_dir)
+    images, source = load_eval_images(args.dataset)
     log.info("evaluating on %d image(s) from %s", len(images), source)
 
     def progress(point, im) -> None:  # noqa: ANN001
