@@ -246,3 +246,33 @@ def test_malformed_results_files_are_one_line_exit_2(body: str, tmp_path: Path, 
     assert main(["rd", str(path), "--out", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "bad.json" in err[0] and "Traceback" not in err[0]
+
+
+def test_compressai_results_interoperate_both_ways(tmp_path: Path) -> None:
+    import json
+
+    from lictrain.evaluation.results import CurveResult
+
+    old = {"name": "old", "results": {"bpp": [0.2, 0.4], "psnr-rgb": [30.0, 33.0], "msssim": [0.95, 0.97]}}
+    curve = CurveResult.from_json(old)
+    assert [round(p.mean["ms_ssim"], 2) for p in curve.sorted_points()] == [0.95, 0.97]
+    results = json.loads(json.dumps(curve.to_json()))["results"]
+    assert {"bpp", "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decoding_time"} <= set(results)
+
+
+def test_rd_labels_axes_and_version(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import json
+
+    from lictrain.cli.main import main
+
+    ours = {"name": "x", "results": {"bpp": [0.1, 0.2, 0.3, 0.45], "psnr-rgb": [31.0, 33.0, 34.8, 36.5]}}
+    (tmp_path / "a.json").write_text(json.dumps(ours))
+    assert main(["rd", str(tmp_path / "a.json"), "--label", "a.json=balanced (ours)", "--xlim", "0", "1",
+                 "--out", str(tmp_path / "rd.png")]) == 0
+    assert "balanced (ours)" in capsys.readouterr().out
+    assert main(["rd", str(tmp_path / "a.json"), "--axes", "1", "0", "25", "40", "--out", str(tmp_path / "b.png")]) == 2
+    assert "MIN must be below MAX" in capsys.readouterr().err
+    assert main(["rd", str(tmp_path / "a.json"), "--label", "nope.json=z", "--out", str(tmp_path / "c.png")]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.startswith("lictrain ")

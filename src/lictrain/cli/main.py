@@ -29,6 +29,15 @@ SUBCOMMANDS = {
 }
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lictrain")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+        return "unknown"
+
+
 def _positive_int(text: str) -> int:
     import argparse
 
@@ -44,6 +53,7 @@ def _positive_int(text: str) -> int:
 def build_parser() -> FriendlyParser:
     parser = FriendlyParser(prog="lictrain", description="Train and evaluate learned image codecs with balanced R-D optimisation.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"lictrain {_version()}")
     parser.add_argument("--max-pixels", "--max_pixels", dest="max_pixels", type=_positive_int, metavar="N",
                         help="largest image (or .lic image size) any command decodes, in pixels (default 40000000; "
                              "also LICTRAIN_MAX_PIXELS)")

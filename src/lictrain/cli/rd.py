@@ -32,6 +32,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_flag(p, "min_overlap", type=float, default=0.75,
              help="warn when the anchor covers less than this fraction of a curve's range (default 0.75)")
     add_flag(p, "title", help="plot title")
+    add_flag(p, "label", nargs="+", metavar="FILE=NAME", help="rename the curve of a results file in plot and table")
+    add_flag(p, "xlim", nargs=2, type=float, metavar=("MIN", "MAX"), help="bpp axis range, e.g. 0 1")
+    add_flag(p, "ylim", nargs=2, type=float, metavar=("MIN", "MAX"), help="PSNR axis range (dB)")
+    add_flag(p, "axes", nargs=4, type=float, metavar=("XMIN", "XMAX", "YMIN", "YMAX"),
+             help="CompressAI's --axes: bpp and PSNR ranges at once")
     add_flag(p, "allow_mixed", action="store_true",
              help="compare curves measured on different image sets (refused by default: BD-rates between them "
                   "mean nothing)")
@@ -89,6 +94,14 @@ def run(args: argparse.Namespace) -> int:
     if args.csv:
         check_output(Path(args.csv).expanduser(), named=True, force=args.force, inputs=result_paths, flag="--csv")
     curves = [read_curve(p) for p in result_paths]
+    for text in args.label or ():
+        target, sep, new_name = text.rpartition("=")
+        matches = [c for c, path in zip(curves, result_paths) if sep and (str(path) == target or path.name == target
+                                                                          or c.name == target)]
+        if not sep or not new_name or not matches:
+            raise ConfigError(f"--label {text!r}: expected FILE=NAME with FILE one of the results files (or a curve name)")
+        for c in matches:
+            c.name = new_name
     wanted = list(args.published or [])
     if args.anchor and args.anchor in published_names() and args.anchor not in [c.name for c in curves]:
         wanted.append(args.anchor)
@@ -110,7 +123,11 @@ def run(args: argparse.Namespace) -> int:
     print()
     table = bd_table(curves, anchor, min_overlap=args.min_overlap)
     print(bd_text(table, anchor))
-    out = plot_rd(frame, args.out or "rd.png", bd=table, anchor=anchor, title=args.title)
+    xlim, ylim = (tuple(args.axes[:2]), tuple(args.axes[2:])) if args.axes else (args.xlim, args.ylim)
+    for flag, lim in (("--xlim", xlim), ("--ylim", ylim)):
+        if lim is not None and not lim[0] < lim[1]:
+            raise ConfigError(f"{flag} {lim[0]:g} {lim[1]:g}: MIN must be below MAX")
+    out = plot_rd(frame, args.out or "rd.png", bd=table, anchor=anchor, title=args.title, xlim=xlim, ylim=ylim)
     print(f"wrote {out}")
     if args.csv:
         csv_path = Path(args.csv).expanduser()

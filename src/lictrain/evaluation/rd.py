@@ -172,13 +172,15 @@ def interpolate_curve(rate: Sequence[float], quality: Sequence[float], *, at_rat
 
 
 def plot_rd(frame: pd.DataFrame, out: str | Path, *, bd: pd.DataFrame | None = None, anchor: str | None = None,
-            title: str | None = None) -> Path:
+            title: str | None = None, xlim: tuple[float, float] | None = None,
+            ylim: tuple[float, float] | None = None) -> Path:
     """Draw bpp vs PSNR and bpp vs MS-SSIM (dB) of every curve in ``frame`` to a PNG.
 
     Args:
         frame: :func:`rd_frame`'s output.
         bd: :func:`bd_table`'s output; its BD-rates go into the legend.
         anchor: the anchor's name (drawn dashed).
+        xlim, ylim: bpp range of both panels, PSNR range of the first (CompressAI's ``--axes``).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -201,7 +203,12 @@ def plot_rd(frame: pd.DataFrame, out: str | Path, *, bd: pd.DataFrame | None = N
         ax.set_xlabel("bits per pixel (whole file)")
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
+        ax.ticklabel_format(useOffset=False)  # "1e-7+6.53626" offsets are unreadable
+        if xlim is not None:
+            ax.set_xlim(*xlim)
         ax.legend(fontsize=8)
+    if ylim is not None:
+        axes[0].set_ylim(*ylim)
     if title:
         fig.suptitle(title)
     path = Path(out).expanduser()

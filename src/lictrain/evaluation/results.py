@@ -125,6 +125,9 @@ class CurveResult:
                 "bpp": [p.mean["bpp"] for p in points],
                 "psnr-rgb": [p.mean["psnr"] for p in points],
                 "ms-ssim-rgb": [p.mean["ms_ssim"] for p in points],
+                # CompressAI's eval_model names: seconds per image
+                "encoding_time": [p.mean["encode_s"] for p in points],
+                "decoding_time": [p.mean["decode_s"] for p in points],
             },
         }
 
@@ -148,7 +151,8 @@ class CurveResult:
                 res = data["results"]
                 bpp = res["bpp"]
                 psnr = res.get("psnr-rgb", res.get("psnr", [math.nan] * len(bpp)))
-                msssim = res.get("ms-ssim-rgb", res.get("ms-ssim", [math.nan] * len(bpp)))
+                msssim = next((res[k] for k in ("ms-ssim-rgb", "ms-ssim", "msssim", "ms_ssim") if k in res),
+                              [math.nan] * len(bpp))
                 points = [PointResult(f"#{i}", {}, [_summary_image({"bpp": b, "psnr": p, "ms_ssim": m})])
                           for i, (b, p, m) in enumerate(zip(bpp, psnr, msssim))]
                 return cls(str(data.get("name", Path(source).stem)), "external", points, str(data.get("description", "")))
