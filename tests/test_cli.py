@@ -345,3 +345,16 @@ def test_eval_and_analyze_do_not_replace_earlier_results_without_force(tmp_path:
     line = _one_line_exit_2(["analyze", str(runs)], capsys, "analyze")
     assert "already exists" in line and (runs / "analysis" / "report.md").read_text() == "my notes"
     assert main(["analyze", str(runs), "--force"]) == 0
+
+
+def test_listing_models_does_not_import_compressai(capsys: pytest.CaptureFixture) -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, lictrain.cli.main as m; m.build_parser(); import lictrain.models as lm; "
+            "lm.available_models(); lm.get_spec('hpcm-base'); print('compressai' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "False", out.stderr[-500:]  # CompressAI (~3 s of imports) loads on first use
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:2] == ["model", "qualities"] and any(line.startswith("hpcm-base ") for line in lines)

@@ -69,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C before a command took over (imports, setup): no traceback
         print("lictrain: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `lictrain models | head`: the reader left; not an error of ours
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141
 
 
 def _main(argv: list[str] | None) -> int:

@@ -8,37 +8,52 @@ attention modules" (CVPR 2020). ``quality`` picks the width exactly as CompressA
 
 from __future__ import annotations
 
-import torch
-from compressai import zoo
+from typing import TYPE_CHECKING
 
 from lictrain.models.registry import register_model
+
+if TYPE_CHECKING:
+    import torch
+
+# CompressAI is imported by each factory, not here: importing it costs ~3 s, and listing or
+# validating model names (``lictrain models``, ``--help``, config checks) must not pay that.
 
 
 @register_model("bmshj2018-factorized", alignment=16, qualities=range(1, 9))
 def bmshj2018_factorized(quality: int) -> torch.nn.Module:
     """Ballé 2018 factorized prior (no hyperprior), CompressAI."""
+    from compressai import zoo
+
     return zoo.bmshj2018_factorized(quality=quality, pretrained=False)
 
 
 @register_model("bmshj2018-hyperprior", alignment=64, qualities=range(1, 9))
 def bmshj2018_hyperprior(quality: int) -> torch.nn.Module:
     """Ballé 2018 scale hyperprior, CompressAI."""
+    from compressai import zoo
+
     return zoo.bmshj2018_hyperprior(quality=quality, pretrained=False)
 
 
 @register_model("mbt2018-mean", alignment=64, qualities=range(1, 9))
 def mbt2018_mean(quality: int) -> torch.nn.Module:
     """Minnen 2018 mean-scale hyperprior, CompressAI."""
+    from compressai import zoo
+
     return zoo.mbt2018_mean(quality=quality, pretrained=False)
 
 
 @register_model("mbt2018", alignment=64, qualities=range(1, 9))
 def mbt2018(quality: int) -> torch.nn.Module:
     """Minnen 2018 joint autoregressive + hyperprior, CompressAI."""
+    from compressai import zoo
+
     return zoo.mbt2018(quality=quality, pretrained=False)
 
 
 @register_model("cheng2020-anchor", alignment=64, qualities=range(1, 7))
 def cheng2020_anchor(quality: int) -> torch.nn.Module:
     """Cheng 2020 anchor (residual blocks, autoregressive context), CompressAI."""
+    from compressai import zoo
+
     return zoo.cheng2020_anchor(quality=quality, pretrained=False)

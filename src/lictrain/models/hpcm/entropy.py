@@ -22,8 +22,6 @@ from __future__ import annotations
 import math
 
 import torch
-from compressai._CXX import pmf_to_quantized_cdf
-from compressai.ops import LowerBound
 from torch import nn
 
 BETA = 1.5
@@ -77,6 +75,8 @@ def _quantized_cdfs(scales: torch.Tensor, beta: float) -> tuple[list[list[int]],
     from scipy.special import gammainccinv  # scipy ships with scikit-image, a dependency
 
     scales = scales.detach().double().cpu().clamp_min(SCALE_BOUND)
+    from compressai._CXX import pmf_to_quantized_cdf  # CompressAI loads lazily: ~3 s of imports
+
     radius = float(gammainccinv(1.0 / beta, TAIL_MASS)) ** (1.0 / beta)
     cdfs, lengths, offsets = [], [], []
     for alpha in scales.tolist():
@@ -103,6 +103,8 @@ class GeneralizedGaussianConditional(nn.Module):
 
     def __init__(self, beta: float = BETA, scale_bound: float = SCALE_BOUND, likelihood_bound: float = LIKELIHOOD_BOUND,
                  scale_table: torch.Tensor | None = None) -> None:
+        from compressai.ops import LowerBound  # lazily: listing models must not import CompressAI
+
         super().__init__()
         self.beta = beta
         self.lower_bound_scale = LowerBound(scale_bound)
