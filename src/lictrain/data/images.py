@@ -142,9 +142,7 @@ def decode_hwc(source: str | os.PathLike[str] | bytes, name: str | None = None) 
                 return _pillow_decode(img)
     except FileNotFoundError as exc:
         raise DataError(f"image not found: {label}") from exc
-    except DataError as exc:
-        raise DataError(f"cannot decode image {label} ({exc}); remove or replace the file") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except (DataError, UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"cannot decode image {label} ({exc}); remove or replace the file") from exc
 
 

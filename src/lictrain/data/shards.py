@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from lictrain.data.images import decode_hwc
 from lictrain.data.order import crop_rng, permutation
-from lictrain.data.stream import cut_crops
+from lictrain.data.stream import cut_crops, from_worker
 from lictrain.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -300,8 +300,7 @@ class ShardLoader:
         try:
             yield from loader
         except DataError as exc:
-            lines = [ln for ln in str(exc).splitlines() if "DataError: " in ln]
-            raise DataError(lines[-1].split("DataError: ", 1)[1] if lines else str(exc)) from None
+            raise from_worker(exc) from None
 
 
 def shard_test_folder(index: ShardIndex) -> Path | None:

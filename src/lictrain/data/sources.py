@@ -56,12 +56,6 @@ class PathIndex(Sequence[str]):
         """The relative name of item ``i`` (as listed)."""
         return bytes(self._names[i]).decode("utf-8", "surrogateescape")
 
-    def subset(self, positions: Sequence[int]) -> "PathIndex":
-        """A new index holding items ``positions`` of this one (in that order)."""
-        out = PathIndex.__new__(PathIndex)
-        out.root, out._names = self.root, self._names[np.asarray(positions, dtype=np.int64)]
-        return out
-
 
 @dataclass(frozen=True)
 class FileSource:

@@ -218,9 +218,15 @@ class CropLoader:
         try:
             for chunk in self.loader:
                 yield from chunk
-        except DataError as exc:  # from a worker: keep the message, drop the worker's traceback text
-            lines = [ln for ln in str(exc).splitlines() if "DataError: " in ln]
-            raise DataError(lines[-1].split("DataError: ", 1)[1] if lines else str(exc)) from None
+        except DataError as exc:
+            raise from_worker(exc) from None
+
+
+def from_worker(exc: DataError) -> DataError:
+    """A DataError re-raised by DataLoader from a worker carries the worker's traceback text;
+    keep only the original one-line message."""
+    lines = [ln for ln in str(exc).splitlines() if "DataError: " in ln]
+    return DataError(lines[-1].split("DataError: ", 1)[1] if lines else str(exc))
 
 
 def first_usable(photos: PhotoSet, patch_size: int, what: str = "training") -> int:
