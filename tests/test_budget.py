@@ -41,10 +41,14 @@ def test_plan_epoch_seconds_add_steps_test_and_checkpoint() -> None:
 def test_clock_replans_from_the_pace_kept_so_far() -> None:
     clock = BudgetClock(100.0, started=0.0)
     assert clock.replan(done=1, planned=5, now=10.0) == 5  # nothing measured yet
-    clock.record_epoch(10.0)
-    clock.record_epoch(20.0)  # 15 s per epoch on average
-    assert clock.replan(done=2, planned=5, now=30.0) == 2 + 4  # 70 s left: 4 more epochs (grows)
+    clock.record_epoch(20.0)
+    clock.record_epoch(10.0)  # 15 s per epoch on average, the last one 10 s
+    assert clock.replan(done=2, planned=3, now=30.0) == 2 + 4  # 70 s left at 15 s: 4 more epochs (grows)
     assert clock.replan(done=2, planned=5, now=90.0) == 2  # 10 s left: stop here
+    slowed = BudgetClock(100.0, started=0.0)
+    slowed.record_epoch(10.0)
+    slowed.record_epoch(20.0)  # the pace halved: the last epoch's 20 s is believed, not the 15 s mean
+    assert slowed.replan(done=2, planned=6, now=30.0) == 2 + 3
     capped = BudgetClock(100.0, started=0.0, max_epochs=3)
     capped.record_epoch(10.0)
     assert capped.replan(done=1, planned=3, now=10.0) == 3  # --epochs caps the plan
@@ -52,6 +56,34 @@ def test_clock_replans_from_the_pace_kept_so_far() -> None:
     fixed.record_epoch(10.0)
     assert fixed.replan(done=1, planned=4, now=10.0) == 4  # a gamma schedule: shorten only
     assert fixed.replan(done=1, planned=4, now=75.0) == 3
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_clock_cuts_the_epoch_so_that_test_and_checkpoint_end_by_the_deadline() -> None:
+    """Steps of 1 s, then 2 s (the pace halves): the cut comes when one more step plus the reserve
+    (4 s at calibration, scaled by the slowdown) would pass the 60 s deadline."""
+    fake = FakeClock()
+    clock = BudgetClock(60.0, started=0.0, reserve_seconds=4.0, step_seconds=1.0, clock=fake)
+    cut_at = None
+    for n in range(1, 100):
+        fake.now += 1.0 if n <= 30 else 2.0
+        if clock.step_done():
+            cut_at = fake.now
+            break
+    assert clock.cut
+    assert clock.pace is not None and 1.9 < clock.pace <= 2.0
+    reserve = clock.reserve()
+    assert 7.5 < reserve <= 8.0  # 4 s of test + checkpoint at twice the calibrated step time
+    assert cut_at is not None and cut_at + clock.pace + reserve > 60.0  # one more step would be late
+    assert cut_at - 2.0 + clock.pace + reserve <= 60.0 + 0.5  # ... and the step before was not (EMA slack)
+    assert cut_at + reserve <= 60.0 + 0.5  # the run ends by the deadline
 
 
 def test_length_defaults_to_the_budget_when_neither_is_given() -> None:
@@ -112,3 +144,48 @@ def test_cli_rejects_a_bad_budget(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["train", "--budget-minutes", "-3", "--save_path", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert "--budget-minutes must be a positive number" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("epoch_size", [400, 40])
+def test_budget_holds_when_the_pace_halves_mid_run(image_folder: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch, epoch_size: int) -> None:
+    """Steps slowed to 0.1 s, then 0.2 s after 7 s (the calibration saw unslowed steps): the run ends
+    within 10% of a 15 s budget, cutting its last epoch by steps, and the cut epoch resumes exactly
+    where it stopped. 400 crops: one epoch longer than the budget; 40: many epochs, re-planned."""
+    import time
+
+    import lictrain.training.fit as fit_module
+    from lictrain.checkpoint import load_checkpoint, resolve_checkpoint
+
+    real = fit_module.train_one_epoch
+    started = time.perf_counter()
+
+    def slowed(step, *args, **kwargs):
+        def slow(batch):
+            outcome = step(batch)
+            time.sleep(0.1 if time.perf_counter() - started < 7 else 0.2)
+            return outcome
+        return real(slow, *args, **kwargs)
+
+    monkeypatch.setattr(fit_module, "train_one_epoch", slowed)
+    budget = 15.0
+    result = fit(small_cfg(image_folder, tmp_path / "r", budget_minutes=budget / 60, epoch_size=epoch_size,
+                           model="bmshj2018-factorized"), show_progress=False)
+    elapsed = time.perf_counter() - started
+    assert result.status == "finished"
+    assert budget * 0.85 <= elapsed <= budget * 1.1, elapsed
+    rows = read_metrics(result.run_dir)
+    if epoch_size == 400:
+        assert "budget of 0.25 min reached after batch" in result.summary["budget_cut"]
+        assert 0 < rows[-1]["epoch_fraction"] < 1
+        ckpt = load_checkpoint(resolve_checkpoint(result.run_dir))
+        assert ckpt["completed"] is False and 0 < ckpt["batches_done"] < 200
+        monkeypatch.setattr(fit_module, "train_one_epoch", real)
+        resumed = fit(small_cfg(image_folder, tmp_path / "r", resume=str(tmp_path / "r"), epochs=1,
+                                epoch_size=epoch_size, model="bmshj2018-factorized", budget_minutes=None),
+                      show_progress=False)
+        assert resumed.status == "finished"
+        last = read_metrics(result.run_dir)[-1]
+        assert last["epoch"] == 0 and "epoch_fraction" not in last  # the epoch was completed from its cut
+        assert last["train_images_per_second"] > 0

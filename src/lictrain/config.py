@@ -13,6 +13,11 @@ from lictrain.schedules.lr import LR_SCHEDULES
 
 GAMMA_STRATEGIES = ("linear", "cosine", "step", "adaptive", "hpcm")
 PRECISIONS = ("fp32", "bf16")
+#: --best-metric -> (the per-epoch test metric it reads, whether higher is better)
+BEST_METRICS: dict[str, tuple[str, bool]] = {
+    "loss": ("loss", False), "psnr": ("psnr", True), "bpp": ("bpp", False), "ms-ssim": ("ms_ssim", True),
+    "rd": ("rd_gain", True),  # dB above JPEG's curve at the same test bpp (training/selection.py)
+}
 #: training minutes of ``lictrain train`` when neither --epochs nor --budget-minutes is given
 DEFAULT_BUDGET_MINUTES = 6.0
 #: default peak LR of a budgeted run with a warm-up schedule, for the default model: far above
@@ -42,7 +47,7 @@ class TrainConfig:
     dataset: str | None = None
     patch_size: int = 128
     test_patch_size: int = 256
-    batch_size: int = 8
+    batch_size: int | str = 8  # or "auto": the largest batch that fits the GPU (training/batch_size.py)
     test_batch_size: int = 4
     epoch_size: int | None = None  # None: one pass over the training photos (built-in photos: 192 crops)
     crops_per_image: int = 1
@@ -94,6 +99,15 @@ class TrainConfig:
     keep_best: int = 3
     best_weights_only: bool = False
     final_eval: bool = True
+    best_metric: str = "loss"  # what ranks the best checkpoints and drives --early-stop (training/selection.py)
+    best_mode: str = "auto"  # min | max | auto (the metric's own direction)
+    early_stop: int | None = None  # patience in epochs without an improvement of the best metric
+    early_stop_min_delta: float = 0.0
+    log_every: int | None = None  # train steps between step-level rows in metrics.jsonl and W&B
+    # fine-tuning controls (training/param_groups.py)
+    lr_groups: dict[str, float] | None = None  # module group -> LR (others: --lr)
+    unfreeze: list[str] | None = None  # module groups, unfrozen one more every --unfreeze-every epochs
+    unfreeze_every: int = 1
 
     def validate(self) -> "TrainConfig":
         """Check every value; raise :class:`ConfigError` naming the first bad flag and the fix.
@@ -109,8 +123,27 @@ class TrainConfig:
             _positive_float(self, "budget_minutes")
         if self.warmup_steps is not None and (not isinstance(self.warmup_steps, int) or self.warmup_steps < 0):
             raise ConfigError(f"--warmup-steps must be a whole number >= 0, got {self.warmup_steps}")
-        _positive_int(self, "patch_size", "test_patch_size", "batch_size", "test_batch_size",
-                      "crops_per_image", "keep_last_n", "adaptive_window")
+        if self.batch_size != "auto":
+            _positive_int(self, "batch_size")
+        _positive_int(self, "patch_size", "test_patch_size", "test_batch_size",
+                      "crops_per_image", "keep_last_n", "adaptive_window", "unfreeze_every")
+        for name in ("early_stop", "log_every"):
+            if getattr(self, name) is not None:
+                _positive_int(self, name)
+        if not (isinstance(self.early_stop_min_delta, (int, float)) and math.isfinite(self.early_stop_min_delta)
+                and self.early_stop_min_delta >= 0):
+            raise ConfigError(f"--early-stop-min-delta must be a number >= 0, got {self.early_stop_min_delta}")
+        _choice(self, "best_metric", tuple(BEST_METRICS))
+        _choice(self, "best_mode", ("auto", "min", "max"))
+        if self.lr_groups is not None:
+            bad = {k: v for k, v in self.lr_groups.items()
+                   if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0)}
+            if bad or not self.lr_groups:
+                raise ConfigError(f"--lr-groups takes GROUP=LR pairs with LR >= 0, such as g_a=1e-5 context=5e-5; "
+                                  f"got {self.lr_groups}")
+        if self.unfreeze is not None and (not self.unfreeze or len(set(self.unfreeze)) != len(self.unfreeze)):
+            raise ConfigError(f"--unfreeze takes distinct module groups in unfreezing order, such as "
+                              f"entropy,context,g_s,g_a; got {self.unfreeze}")
         if self.epoch_size is not None:
             _positive_int(self, "epoch_size")
         _positive_float(self, "lmbda", "aux_lr", "w_lr", "gamma_final")

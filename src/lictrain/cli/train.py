@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,8 @@ from lictrain.config import CONVENTIONAL_LR, DEFAULT_BUDGET_MINUTES, GAMMA_STRAT
 log = logging.getLogger(__name__)
 
 #: flags a resumed run may change; all others come from the checkpoint's config
-RESUME_OVERRIDABLE = ("epochs", "device", "num_workers", "wandb_mode", "final_eval")
+RESUME_OVERRIDABLE = ("epochs", "device", "num_workers", "wandb_mode", "final_eval", "early_stop",
+                      "early_stop_min_delta", "log_every")
 
 _D = TrainConfig()
 
@@ -50,7 +52,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     add_flag(g, "patch_size", type=int, nargs="+", metavar="PX",
              help=f"training crop size (default {_D.patch_size}; CompressAI's `H W` accepted when H = W)")
     add_flag(g, "test_patch_size", type=int, metavar="PX", help=f"test centre-crop size (default {_D.test_patch_size})")
-    add_flag(g, "batch_size", type=int, help=f"default {_D.batch_size}")
+    add_flag(g, "batch_size", type=_batch_size, metavar="N|auto",
+             help=f"default {_D.batch_size}; auto: the largest that fits the GPU's memory (a real step measures it)")
     add_flag(g, "test_batch_size", type=int, help=f"default {_D.test_batch_size}")
     add_flag(g, "epoch_size", type=int, metavar="CROPS",
              help="cap an epoch at this many crops (all ranks together); default: one pass over every training "
@@ -85,6 +88,22 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
              help="linear LR warm-up of the cosine/linear schedules (default 5%% of all steps)")
     add_flag(g, "seed", type=int, help=f"default {_D.seed}")
     add_flag(g, "device", help="auto, cpu or cuda (default auto)")
+    add_flag(g, "best_metric", metavar="METRIC",
+             help="what picks the best checkpoints and drives --early-stop: loss (default), psnr, bpp, ms-ssim, or "
+                  "rd (dB above JPEG at the same bpp on the test crops)")
+    add_flag(g, "best_mode", metavar="MODE", help="min, max or auto (default: the metric's own direction)")
+    add_flag(g, "early_stop", type=int, metavar="PATIENCE",
+             help="stop after this many epochs without an improvement of --best-metric (status stopped, best "
+                  "checkpoint kept, resumable)")
+    add_flag(g, "early_stop_min_delta", type=float, metavar="DELTA",
+             help="an improvement must exceed this (in the metric's units; default 0)")
+    add_flag(g, "lr_groups", nargs="+", type=_group_lr, metavar="GROUP=LR",
+             help="per-module learning rates (fine-tuning), e.g. g_a=1e-5 g_s=1e-5 context=5e-5; the groups of "
+                  "a model: `lictrain models --groups MODEL`; the rest trains at --lr")
+    add_flag(g, "unfreeze", type=_group_list, metavar="G1,G2,...",
+             help="progressive unfreezing: train only G1 first, add the next group every --unfreeze-every epochs; "
+                  "groups not named train throughout")
+    add_flag(g, "unfreeze_every", type=int, metavar="EPOCHS", help="epochs between unfreezing steps (default 1)")
     g.add_argument("--cuda", dest="device", action="store_const", const="cuda", help="= --device cuda (CompressAI)")
 
     g = p.add_argument_group("speed")
@@ -120,6 +139,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     add_flag(g, "save_path", "-o", metavar="DIR", help="run directory (default ./outputs/<model>-<lambda>-<time>)")
     add_flag(g, "wandb_mode", help="offline (default, no account), online or disabled")
     add_flag(g, "wandb_project", help=f"default {_D.wandb_project}")
+    add_flag(g, "log_every", type=int, metavar="STEPS",
+             help="also log train losses, LR, task weights and gamma every STEPS steps (metrics.jsonl and W&B); "
+                  "default: per epoch only")
     add_flag(g, "resume", metavar="DIR_OR_FILE", help="continue a run from its directory or a checkpoint file")
     g.add_argument("--checkpoint", dest="compressai_checkpoint", metavar="FILE",
                    help="CompressAI's flag: --resume for a lictrain checkpoint, --pretrained for any other weights")
@@ -143,6 +165,32 @@ def _workers(text: str) -> int | None:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 0 or auto, got {text!r}")
     return value
+
+
+def _batch_size(text: str) -> int | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or auto, got {text!r}") from None
+
+
+def _group_lr(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    try:
+        if not sep or not name.strip():
+            raise ValueError
+        return name.strip(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected GROUP=LR such as g_a=1e-5, got {text!r}") from None
+
+
+def _group_list(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected module groups separated by commas, got {text!r}")
+    return names
 
 
 def _scale_gamma(text: str) -> tuple[str, float]:
@@ -175,6 +223,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         given.pop("recipe")
     if "gamma_scales" in given:
         given["gamma_scales"] = dict(given["gamma_scales"])
+    if "lr_groups" in given:
+        given["lr_groups"] = dict(given["lr_groups"])
     if given.get("clip_max_norm") == 0:
         given["clip_max_norm"] = None
     if "resume" in given:
@@ -248,7 +298,9 @@ def run(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         result = fit(cfg)
-        if result.status == "finished" and int(os.environ.get("RANK", "0")) == 0:
+        cfg = result.config or cfg  # what was trained: the measured batch of --batch-size auto
+        done = result.status == "finished" or result.summary.get("early_stopped") is True
+        if done and int(os.environ.get("RANK", "0")) == 0:
             report = closing_evaluation(cfg, result) if cfg.final_eval else ""
             advice = closing_advice(cfg, result)
             if report:
@@ -284,7 +336,39 @@ def closing_evaluation(cfg: TrainConfig, result: Any) -> str:
     # fit() records the best checkpoint when the run finishes; without one, the latest
     best = Path(result.summary.get("best_checkpoint") or resolve_checkpoint(result.run_dir))
     images = load_test_images(cfg.dataset) if cfg.dataset else None  # the test photos alone: no training set decode
-    log.info("closing evaluation of %s (real bitstreams; --no-final-eval skips it)", best.name)
+    estimated = _estimated_closing_seconds(result.run_dir)
+    log.info("closing evaluation of %s (real bitstreams%s; --no-final-eval skips it)", best.name,
+             f", about {estimated:.0f} s" if estimated else "")
+    started = time.perf_counter()
     report = final_report(best, resolve_device(cfg.device), images)
+    seconds = time.perf_counter() - started
     log.info("%s", report.text)
+    log.info("closing evaluation took %.0f s%s", seconds, f" (estimated {estimated:.0f} s)" if estimated else "")
+    _note_run(result.run_dir, "closing_evaluation", {"seconds": seconds, "estimated_seconds": estimated or None})
     return report.text
+
+
+def _estimated_closing_seconds(run_dir: Path) -> float:
+    """The budget plan's estimate of the closing evaluation (0 when the run had no budget)."""
+    import json
+
+    try:
+        plan = json.loads((run_dir / "run.json").read_text()).get("budget") or {}
+        return float(plan.get("closing_seconds") or 0.0)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0.0
+
+
+def _note_run(run_dir: Path, key: str, value: Any) -> None:
+    """Add ``key`` to a finished run's run.json (best effort: the report itself is already out)."""
+    import json
+
+    from lictrain.tracking.records import write_json_atomic
+
+    path = run_dir / "run.json"
+    try:
+        record = json.loads(path.read_text())
+        record[key] = value
+        write_json_atomic(path, record)
+    except (OSError, ValueError) as exc:
+        log.warning("could not record %s in %s: %s", key, path, exc)

@@ -132,21 +132,29 @@ def load_test_crops(dataset: str | None, size: int) -> list[NamedImage]:
     key = (str(Path(dataset).expanduser().resolve()) if dataset is not None and "://" not in str(dataset)
            else str(dataset), size)
     if key in _TEST_CROPS:  # sweep trials in one process share the test split's decode
-        return list(_TEST_CROPS[key])
-    kept = _centre_crops(dataset, size)
+        return list(_TEST_CROPS[key][0])
+    kept, pixels = _centre_crops(dataset, size)
     _TEST_CROPS.clear()  # one data set at a time: a bounded cache
-    _TEST_CROPS[key] = tuple(kept)
+    _TEST_CROPS[key] = (tuple(kept), pixels)
     return kept
 
 
-_TEST_CROPS: dict[tuple[str, int], tuple[NamedImage, ...]] = {}
+def test_photo_pixels(dataset: str | None, size: int) -> int:
+    """Pixels of all the (whole) test photos, noted while :func:`load_test_crops` decoded them:
+    what the closing evaluation will code."""
+    load_test_crops(dataset, size)
+    return next(iter(_TEST_CROPS.values()))[1]
 
 
-def _centre_crops(dataset: str | None, size: int) -> list[NamedImage]:
-    kept, short_sides = [], []
+_TEST_CROPS: dict[tuple[str, int], tuple[tuple[NamedImage, ...], int]] = {}
+
+
+def _centre_crops(dataset: str | None, size: int) -> tuple[list[NamedImage], int]:
+    kept, short_sides, pixels = [], [], 0
     for name, array in test_photos(dataset):
         height, width = array.shape[:2]
         short_sides.append(min(height, width))
+        pixels += height * width
         if min(height, width) < size:
             log.warning("test photo %s (%dx%d) is smaller than the %d px test crop; not used", name, width, height, size)
             continue
@@ -158,7 +166,7 @@ def _centre_crops(dataset: str | None, size: int) -> list[NamedImage]:
     if not kept:
         raise DataError(f"the {size} px test crop is larger than every test photo (largest short side "
                         f"{max(short_sides)} px); use a smaller --test-patch-size")
-    return kept
+    return kept, pixels
 
 
 def _decoded(paths: Sequence[str | Path]) -> Iterator[tuple[str, np.ndarray]]:

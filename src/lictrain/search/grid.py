@@ -343,7 +343,7 @@ def run_grid(base: TrainConfig, space: dict[str, ParamSpec], out: Path, baseline
                 log.warning("sweep interrupted: run the same command again to resume (%s continues from its "
                             "checkpoint)", name)
                 break
-            if outcome.status == "finished":
+            if outcome.status == "finished" or outcome.summary.get("early_stopped") is True:
                 summary.finished += 1
             else:
                 summary.failed += 1

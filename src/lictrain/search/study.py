@@ -357,9 +357,10 @@ def _run_optuna(base: TrainConfig, space: dict[str, ParamSpec], settings: StudyS
         log.info(format_outcome(outcome, params))
         if outcome.status == "interrupted":
             raise KeyboardInterrupt
-        if outcome.status == "stopped":
+        early_stopped = outcome.status == "stopped" and outcome.summary.get("early_stopped") is True
+        if outcome.status == "stopped" and not early_stopped:
             raise optuna.TrialPruned(outcome.summary.get("reason", "pruned"))
-        if outcome.status != "finished":
+        if outcome.status != "finished" and not early_stopped:  # an early stop completes the trial
             raise TrialFailed(outcome.error or outcome.status)
         values = [outcome.metric(k) for k in returns]
         if not all(math.isfinite(v) for v in values):

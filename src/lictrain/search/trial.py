@@ -55,9 +55,14 @@ class TrialOutcome:
 
 
 def trial_status(run_dir: Path) -> str | None:
-    """``run.json``'s status in ``run_dir`` (``None`` if there is no readable one)."""
+    """``run.json``'s status in ``run_dir`` (``None`` if there is no readable one); a run that
+    ``--early-stop`` ended counts as ``finished`` (it is done, not pruned)."""
     try:
-        return str(json.loads((Path(run_dir) / "run.json").read_text()).get("status"))
+        record = json.loads((Path(run_dir) / "run.json").read_text())
+        status = str(record.get("status"))
+        if status == "stopped" and (record.get("summary") or {}).get("early_stopped") is True:
+            return "finished"
+        return status
     except (OSError, ValueError, AttributeError):
         return None
 

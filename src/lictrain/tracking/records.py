@@ -2,7 +2,8 @@
 
 ``run.json`` holds the config, the status (``running``, ``finished``, ``failed``,
 ``interrupted``), the final summary and the package versions; it is rewritten atomically.
-``metrics.jsonl`` gets one JSON object per epoch, appended and flushed as the epoch ends.
+``metrics.jsonl`` gets one JSON object per epoch, appended and flushed as the epoch ends, and
+with ``--log-every`` step rows between them (``"kind": "step"``, never folded into the summary).
 """
 
 from __future__ import annotations
@@ -94,12 +95,28 @@ class RunRecord:
         self.data["summary"] = {**self.data["summary"], **metrics}
         self.flush()
 
-    def truncate_metrics_after(self, epoch: int) -> None:
-        """Drop lines of epochs >= ``epoch`` (a resumed run rewrites those epochs)."""
+    def log_step(self, row: dict[str, Any]) -> None:
+        """Append one step row (not part of the summary)."""
+        with self.metrics_path.open("a") as handle:
+            handle.write(json.dumps(json_safe(row)) + "\n")
+            handle.flush()
+
+    def truncate_metrics_after(self, epoch: int, step: int | None = None) -> None:
+        """Drop epoch rows of epochs >= ``epoch`` and step rows past global ``step`` (a resumed run
+        rewrites those; without ``step``, step rows of epochs >= ``epoch`` go too)."""
         if not self.metrics_path.exists():
             return
-        kept = [line for line in self.metrics_path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("epoch", -1) < epoch]
+        kept = []
+        for line in self.metrics_path.read_text().splitlines():
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if is_step_row(row) and step is not None:
+                keep = row.get("step", 0) <= step
+            else:
+                keep = row.get("epoch", -1) < epoch
+            if keep:
+                kept.append(line)
         self.metrics_path.write_text("".join(line + "\n" for line in kept))
 
     def finish(self, status: str, **summary: Any) -> None:
@@ -112,12 +129,18 @@ class RunRecord:
         write_json_atomic(self.run_path, self.data)
 
 
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """All epochs of ``run_dir/metrics.jsonl`` (empty if absent)."""
+def is_step_row(row: Any) -> bool:
+    """Whether a ``metrics.jsonl`` row is a ``--log-every`` step row (not an epoch's)."""
+    return isinstance(row, dict) and row.get("kind") == "step"
+
+
+def read_metrics(run_dir: Path, steps: bool = False) -> list[dict[str, Any]]:
+    """The epoch rows of ``run_dir/metrics.jsonl`` (empty if absent); ``steps=True``: the step rows."""
     path = Path(run_dir) / METRICS_FILE
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [row for row in rows if is_step_row(row) == steps]
 
 
 def _now() -> str:

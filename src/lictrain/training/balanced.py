@@ -25,6 +25,7 @@ from lictrain.schedules.gamma import gamma_scheduler_from_args
 from lictrain.schedules.multiscale import MultiScaleGammaScheduler
 from lictrain.training.distributed import DistInfo, all_reduce_mean, globally_valued
 from lictrain.training.optimizers import aux_loss_of
+from lictrain.training.param_groups import parameter_groups
 from lictrain.training.steps import StepOutcome, all_finite, outcome_from_terms
 
 
@@ -87,7 +88,7 @@ class BalancedStrategy:
         self.same_batch = cfg.balanced_update == "same-batch"
         self.task_names = task_names(model, criterion, cfg.balanced_tasks, alignment, device)
         self.optimizer = BalancedOptimizer(
-            net_params, lr=cfg.peak_lr, n_tasks=len(self.task_names), gamma=cfg.gamma, w_lr=cfg.w_lr,
+            parameter_groups(model, net_params, cfg.peak_lr, cfg.lr_groups), lr=cfg.peak_lr, n_tasks=len(self.task_names), gamma=cfg.gamma, w_lr=cfg.w_lr,
             cautious=cfg.cautious, max_grad_norm=cfg.clip_max_norm, method=cfg.balanced_method,
             balanced_update=cfg.balanced_update, cautious_max_scale=cfg.cautious_max_scale,
         )

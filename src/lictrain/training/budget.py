@@ -43,6 +43,7 @@ class BudgetPlan:
     checkpoint_seconds: float
     steps_per_epoch: int
     epochs: int
+    closing_seconds: float = 0.0  # the closing evaluation's estimated cost (after the budget)
 
     @property
     def epoch_seconds(self) -> float:
@@ -52,10 +53,12 @@ class BudgetPlan:
         return {**asdict(self), "epoch_seconds": self.epoch_seconds}
 
     def describe(self) -> str:
+        closing = (f"; then the closing evaluation, about {self.closing_seconds:.0f} s more"
+                   if self.closing_seconds else "")
         return (f"budget {self.budget_seconds / 60:.1f} min: {self.step_seconds:.3f} s/step x {self.steps_per_epoch} "
                 f"steps + test {self.test_seconds:.1f} s + checkpoint {self.checkpoint_seconds:.2f} s = "
                 f"{self.epoch_seconds:.1f} s/epoch (+{PLAN_MARGIN - 1:.0%} margin) -> {self.epochs} epochs "
-                f"({self.epochs * self.steps_per_epoch} steps)")
+                f"({self.epochs * self.steps_per_epoch} steps){closing}")
 
 
 def plan_epochs(available_seconds: float, epoch_seconds: float, max_epochs: int | None = None) -> int:
@@ -108,36 +111,107 @@ def synchronize(device: torch.device) -> None:
 
 
 class BudgetClock:
-    """Re-plans a budgeted run's length from the pace it actually keeps.
+    """Keeps a budgeted run inside its deadline: re-plans the length after each epoch and cuts
+    an epoch by steps when the deadline comes first.
 
     The calibration measures a handful of steps; a shared machine can then run faster or
     slower for minutes. After every epoch the run asks :meth:`replan` how many epochs fit
-    before the deadline at the mean pace so far, and lengthens or shortens itself (its LR
-    schedule follows; a gamma schedule, fixed to its planned length, only lets it shorten).
+    before the deadline at its recent pace (the slower of the mean epoch so far and the last
+    one, so a slowdown is believed at once and a speed-up only on average) and lengthens or
+    shortens itself (its LR schedule follows; a gamma schedule, fixed to its planned length,
+    only lets it shorten). Within an epoch, :meth:`step_done` says when to stop so that the
+    epoch's test pass and checkpoint (``reserve_seconds``, scaled by how much slower the steps
+    now run than at calibration) still end by the deadline.
     """
 
+    #: EMA weight of the newest step's duration in the pace estimate
+    PACE_SMOOTHING = 0.2
+    #: under DDP the ranks agree on a cut (one collective) every this many steps
+    DDP_CHECK_EVERY = 10
+
     def __init__(self, budget_seconds: float, started: float, max_epochs: int | None = None,
-                 can_grow: bool = True) -> None:
+                 can_grow: bool = True, reserve_seconds: float = 0.0, step_seconds: float | None = None,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         self.deadline = started + budget_seconds
         self.max_epochs = max_epochs
         self.can_grow = can_grow
+        self.reserve_seconds = reserve_seconds
+        self.calibrated_step = step_seconds
+        self.clock = clock
         self.epoch_times: list[float] = []
+        self.pace: float | None = None  # smoothed seconds per step
+        self.cut = False
+        self._last = clock()
+        self._steps = 0
 
     def record_epoch(self, seconds: float) -> None:
         self.epoch_times.append(seconds)
+        self._last = self.clock()  # the test pass and checkpoint are not a step
 
     def replan(self, done: int, planned: int, now: float | None = None) -> int:
         """Total epochs for the run, given ``done`` finished ones and ``planned`` so far."""
         if not self.epoch_times:
             return planned
-        now = time.perf_counter() if now is None else now
-        fits = max(0, math.floor((self.deadline - now) / statistics.fmean(self.epoch_times)))
+        now = self.clock() if now is None else now
+        pace = max(statistics.fmean(self.epoch_times), self.epoch_times[-1])
+        fits = max(0, math.floor((self.deadline - now) / pace))
         total = done + fits
         if self.max_epochs is not None:
             total = min(total, self.max_epochs)
         if not self.can_grow:
             total = min(total, planned)
         return max(total, done)
+
+    def reserve(self) -> float:
+        """Seconds to keep for the epoch's test pass and checkpoint, at the current pace."""
+        slowdown = 1.0
+        if self.calibrated_step and self.pace:
+            slowdown = max(1.0, self.pace / self.calibrated_step)
+        return self.reserve_seconds * slowdown
+
+    def step_done(self, dist: Any = None) -> bool:
+        """Record one training step; True (and :attr:`cut`) when the epoch must end here: one more
+        step would finish after the deadline less :meth:`reserve`."""
+        now = self.clock()
+        seconds, self._last = now - self._last, now
+        self.pace = seconds if self.pace is None else (1 - self.PACE_SMOOTHING) * self.pace + self.PACE_SMOOTHING * seconds
+        self._steps += 1
+        late = now + self.pace + self.reserve() > self.deadline
+        if dist is not None and getattr(dist, "enabled", False):
+            if self._steps % self.DDP_CHECK_EVERY:
+                return False
+            from lictrain.training.distributed import gather_objects
+
+            late = any(gather_objects(late, dist))  # every rank cuts at the same step
+        self.cut = self.cut or late
+        return late
+
+
+def estimate_closing_seconds(model: torch.nn.Module, name: str, quality: int, device: torch.device,
+                             crop: Any, total_pixels: int) -> float:
+    """Seconds the closing evaluation (real bitstreams of every test photo + JPEG's curve) will take:
+    one timed round trip of ``crop`` through ``model``'s codec and JPEG, scaled by pixels, plus the
+    codec's set-up. An estimate from an untrained model (0 when it cannot be measured)."""
+    from lictrain.evaluation.anchors import evaluate_anchor
+    from lictrain.evaluation.codec import codec_from_model, decode_bytes, encode_image
+    from lictrain.evaluation.report import REPORT_QUALITIES
+
+    try:
+        started = time.perf_counter()
+        info = codec_from_model(model, name, quality)
+        setup = time.perf_counter() - started
+
+        def round_trip() -> None:
+            encoded = encode_image(model, info, crop.pixels, verify=True)
+            decode_bytes(model, info, encoded.data, strict=False)
+
+        codec = measure_seconds(round_trip, device)
+        jpeg = measure_seconds(lambda: evaluate_anchor("jpeg420", [crop], REPORT_QUALITIES, ms_ssim=False),
+                               torch.device("cpu"))
+    except Exception as exc:  # an untrained model may not code every input: the plan goes on without it
+        log.debug("closing evaluation not estimated: %s", exc)
+        return 0.0
+    return setup + (codec + jpeg) * total_pixels / (crop.height * crop.width)
 
 
 def plan_budget(cfg: Any, device: torch.device, dist: Any, alignment: int, train_loader: Any, test_loader: Any,
@@ -156,10 +230,18 @@ def plan_budget(cfg: Any, device: torch.device, dist: Any, alignment: int, train
     step_seconds = measure_step_seconds(probe.strategy.step, train_loader, device)
     test_seconds = measure_seconds(lambda: test_epoch(probe.model, probe.criterion, test_loader, device), device)
     checkpoint_seconds = serialise_seconds(probe.model.state_dict(), probe.strategy.optimizer.state_dict())
+    closing_seconds = 0.0
+    if getattr(cfg, "final_eval", False) and dist.is_main:
+        from lictrain.data import load_test_crops
+        from lictrain.data.loaders import test_photo_pixels
+
+        crop = load_test_crops(cfg.dataset, cfg.test_patch_size)[0]
+        closing_seconds = estimate_closing_seconds(probe.model, cfg.model, cfg.quality, device, crop,
+                                                   test_photo_pixels(cfg.dataset, cfg.test_patch_size))
 
     budget = cfg.budget_minutes * 60.0
     measured = BudgetPlan(budget, time.perf_counter() - started, step_seconds, test_seconds, checkpoint_seconds,
-                          len(train_loader), epochs=0)
+                          len(train_loader), epochs=0, closing_seconds=closing_seconds)
     fits = plan_epochs(budget - measured.calibration_seconds, measured.epoch_seconds * PLAN_MARGIN, cfg.epochs)
     plan = replace(measured, epochs=int(min(gather_objects(fits, dist))))
     log.info("%s", plan.describe())

@@ -22,10 +22,17 @@ from lictrain.config import TrainConfig
 from lictrain.errors import ConfigError, StopRun
 from lictrain.models import get_spec
 from lictrain.schedules.lr import build_lr_scheduler, is_per_step, lr_at, set_total_steps, step_lr_scheduler
+from lictrain.training.batch_size import auto_batch_size
 from lictrain.training.budget import BudgetClock, plan_budget
 from lictrain.training.build import build_loaders, build_parts, check_alignment, resolve_device, seed_everything
 from lictrain.training.distributed import check_in_sync, gather_objects, init_distributed
+from lictrain.data import load_test_crops
+from lictrain.evaluation.metrics import ms_ssim_db
 from lictrain.training.loop import format_summary, test_epoch, train_one_epoch
+from lictrain.training.param_groups import Unfreezer
+from lictrain.training.selection import BestMetric, EarlyStopping, JpegReference
+from lictrain.training.step_log import StepLog
+from lictrain.training.steps import StepOutcome
 from lictrain.training.outputs import RunOutputs
 from lictrain.training.state import TrainState
 
@@ -42,6 +49,12 @@ class RunResult:
     run_dir: Path
     status: str  # finished | interrupted | stopped
     summary: dict[str, Any] = field(default_factory=dict)
+    config: TrainConfig | None = None  # as trained: a planned length, a measured --batch-size auto
+
+
+def best_summary(best: BestMetric, stopper: EarlyStopping) -> dict[str, Any]:
+    """The run's best epoch by ``--best-metric``, for run.json's summary."""
+    return {"best_metric": best.name, "best_value": stopper.top, "best_epoch": stopper.top_epoch}
 
 
 def prepare_run_dir(cfg: TrainConfig, create: bool = True) -> Path:
@@ -98,6 +111,11 @@ def fit(cfg: TrainConfig, show_progress: bool | None = None,
     alignment = get_spec(cfg.model).alignment
     check_alignment(cfg, alignment)
     seed_everything(cfg.seed)  # same initial weights on every rank
+    auto_batch = None
+    if cfg.batch_size == "auto":
+        auto_batch = auto_batch_size(cfg, device, dist, alignment)
+        cfg = dataclasses.replace(cfg, batch_size=auto_batch.batch_size)
+        seed_everything(cfg.seed)  # the measurement used the RNG: start as a run with that batch would
 
     # -- data, (budget plan), model, loss, optimisation -------------------------------------
     train_loader, test_loader, _ = build_loaders(cfg, device, dist)
@@ -110,16 +128,34 @@ def fit(cfg: TrainConfig, show_progress: bool | None = None,
     parts = build_parts(cfg, device, dist, alignment)
     model, trained, criterion, strategy = parts.model, parts.trained, parts.criterion, parts.strategy
     optimizer, aux_optimizer = strategy.optimizer, parts.aux_optimizer
+    unfreezer = None
+    if cfg.unfreeze:
+        if dist.enabled:
+            raise ConfigError("--unfreeze changes which parameters get gradients between epochs, which DDP does not "
+                              "allow; fine-tune in one process (without torchrun), or use --lr-groups")
+        unfreezer = Unfreezer(model, cfg.unfreeze, cfg.unfreeze_every)
     steps_per_epoch = len(train_loader)
     lr_scheduler = build_lr_scheduler(optimizer, cfg.lr_schedule, cfg.epochs, steps_per_epoch, cfg.warmup_steps)
     per_step_lr = is_per_step(cfg.lr_schedule)
     position = [0]  # batches of the current epoch trained: where an interrupted epoch resumes
+    current_epoch = [0]
+    clock: BudgetClock | None = None
+    step_log: StepLog | None = None
 
-    def after_step() -> None:
+    def after_step(outcome: StepOutcome) -> bool:
+        """Per batch: position, LR, step rows; True when the budget's deadline cuts the epoch."""
         position[0] += 1
         if per_step_lr:
             lr_scheduler.step()
+        if step_log is not None:
+            step_log.record(current_epoch[0] * steps_per_epoch + position[0], current_epoch[0], outcome)
+        return clock is not None and clock.step_done(dist)
     state = TrainState(model, optimizer, aux_optimizer, lr_scheduler, strategy, cfg.to_dict(), dist)
+    best = BestMetric.from_config(cfg.best_metric, cfg.best_mode)
+    stopper = EarlyStopping(best, cfg.early_stop, cfg.early_stop_min_delta)
+    reference = None
+    if best.name == "rd":
+        reference = JpegReference.measure(load_test_crops(cfg.dataset, cfg.test_patch_size), cfg.metric)
 
     # -- run directory, checkpoints, records (rank 0 writes) ------------------------------
     run_dir = resume_file.parent if resume_file else prepare_run_dir(cfg, create=dist.is_main)
@@ -127,42 +163,54 @@ def fit(cfg: TrainConfig, show_progress: bool | None = None,
     start_epoch, start_batch, best_loss = 0, 0, math.inf
     try:
         if resume_file:
-            start_epoch, start_batch, best_loss = state.restore(outputs.load(resume_file, map_location=device),
-                                                                resume_file)
+            ckpt = outputs.load(resume_file, map_location=device)
+            start_epoch, start_batch, best_loss = state.restore(ckpt, resume_file)
+            stopper.load_state_dict(ckpt.get("early_stop"))
+            del ckpt
             start_batch = min(start_batch, steps_per_epoch)
             if per_step_lr:  # an interrupted epoch continues from the batch it stopped at
                 lr_scheduler.last_epoch = start_epoch * steps_per_epoch + start_batch
                 set_total_steps(lr_scheduler, cfg.epochs * steps_per_epoch)  # --epochs may change; sets the LR
             log.info("resumed from %s at epoch %d%s", resume_file, start_epoch,
                      f", batch {start_batch}" if start_batch else "")
-        outputs.open_records(cfg, resumed=resume_file is not None, start_epoch=start_epoch, world_size=dist.world_size)
+        outputs.open_records(cfg, resumed=resume_file is not None, start_epoch=start_epoch, world_size=dist.world_size,
+                             start_step=start_epoch * steps_per_epoch + start_batch)
         if plan is not None:
             outputs.note("budget", plan.to_dict())
+        if auto_batch is not None:
+            outputs.note("batch_size_auto", auto_batch.to_dict())
+        if cfg.log_every is not None:
+            step_log = StepLog(cfg.log_every, outputs.log_step,
+                               lambda: {"lr": optimizer.param_groups[0]["lr"], **strategy.epoch_values()})
     except BaseException:
         outputs.close()
         raise
 
     log.info("run directory: %s", run_dir)
     total_epochs = cfg.epochs
-    clock = None
     if plan is not None:  # a gamma schedule is fixed to the planned length: the run may only shorten
         clock = BudgetClock(plan.budget_seconds, started, max_epochs=requested_epochs,
-                            can_grow=not (cfg.use_balanced and cfg.adaptive_gamma))
-    epoch, hinted = start_epoch, False
+                            can_grow=not (cfg.use_balanced and cfg.adaptive_gamma),
+                            reserve_seconds=plan.test_seconds + plan.checkpoint_seconds, step_seconds=plan.step_seconds)
+    epoch, hinted, cut_reason = start_epoch, False, ""
     try:
         while epoch < total_epochs:
             epoch_started = time.perf_counter()
+            current_epoch[0] = epoch
             first_batch = start_batch if epoch == start_epoch else 0
             lr = optimizer.param_groups[0]["lr"]
             if first_batch and per_step_lr:  # the epoch's LR is its first batch's, also when resumed mid-way
                 lr = lr_at(lr_scheduler, epoch * steps_per_epoch) or lr
             strategy.begin_epoch(epoch)
+            if unfreezer is not None:
+                unfreezer.apply(epoch)
             train_loader.set_epoch(epoch, first_batch)
             position[0] = first_batch
             train_stats = train_one_epoch(strategy.step, trained, train_loader, device, epoch,
                                           steps_per_epoch - first_batch, show_progress if dist.is_main else False,
                                           after_step=after_step)
             train_seconds = time.perf_counter() - epoch_started
+            cut = clock is not None and clock.cut and position[0] < steps_per_epoch  # the deadline ended it early
             check_in_sync(model, dist, strategy.sync_tensor())
             # every rank tests the same full test split: identical numbers, no communication
             test_stats = test_epoch(model, criterion, test_loader, device)
@@ -176,17 +224,35 @@ def fit(cfg: TrainConfig, show_progress: bool | None = None,
             metrics = {"epoch": epoch, **test_stats.values, "lr": lr, **schedule_values,
                        **{f"train/{k}": v for k, v in train_stats.values.items()},
                        "skipped_steps": train_stats.skipped, "epoch_seconds": seconds,
-                       "train_images_per_second": (steps_per_epoch - first_batch) * cfg.batch_size * dist.world_size
+                       "train_images_per_second": train_stats.batches * cfg.batch_size * dist.world_size
                        / train_seconds}
+            if reference is not None:
+                quality = ms_ssim_db(test_stats.values["ms_ssim"]) if cfg.metric == "ms-ssim" else test_stats.values["psnr"]
+                metrics["rd_gain"] = reference.gain(test_stats.values["bpp"], quality)
+            if cut:
+                metrics["epoch_fraction"] = position[0] / steps_per_epoch
             metrics["data_wait_fraction"] = train_stats.data_wait / train_seconds if train_seconds > 0 else 0.0
             if metrics["data_wait_fraction"] > DATA_WAIT_HINT and not hinted:
                 hinted = True
                 log.warning("the training steps waited for data %.0f%% of epoch %d: the loader (%s) is the "
                             "bottleneck; raise --num-workers or --crops-per-image (docs/data.md)",
                             100 * metrics["data_wait_fraction"], epoch, train_loader.describe())
-            outputs.log_epoch(epoch, metrics)
-            log.info(format_summary(epoch, total_epochs, train_stats, test_stats, lr, seconds, schedule_values))
-            if clock is not None:  # before the checkpoint, so that it carries the new length
+            if step_log is not None:
+                step_log.flush(epoch * steps_per_epoch + position[0], epoch)
+            outputs.log_epoch(epoch, metrics, global_step=epoch * steps_per_epoch + position[0])
+            extra = {**schedule_values, **({"rd_gain": metrics["rd_gain"]} if "rd_gain" in metrics else {})}
+            log.info(format_summary(epoch, total_epochs, train_stats, test_stats, lr, seconds, extra))
+            value = best.value(metrics)
+            stop_early = stopper.update(epoch, value)
+            if cut:  # resumable at the next batch; tested, so it may be the best checkpoint
+                assert clock is not None
+                cut_reason = (f"budget of {cfg.budget_minutes:g} min reached after batch {position[0]} of "
+                              f"{steps_per_epoch} in epoch {epoch}")
+                outputs.save_checkpoint(**state.capture(epoch, value, best_loss, completed=False, ranked=True,
+                                                        batches_done=position[0], early_stop=stopper.state_dict()))
+                log.info("%s: the epoch was cut (resume with --resume %s --epochs N to go on)", cut_reason, run_dir)
+                break
+            if clock is not None and plan is not None:  # before the checkpoint, so that it carries the new length
                 clock.record_epoch(seconds + plan.checkpoint_seconds)
                 replanned = min(gather_objects(clock.replan(epoch + 1, total_epochs), dist))
                 if replanned != total_epochs:
@@ -196,24 +262,33 @@ def fit(cfg: TrainConfig, show_progress: bool | None = None,
                     set_total_steps(lr_scheduler, total_epochs * steps_per_epoch)
                     state.config["epochs"] = total_epochs  # what a resumed run continues to
                     outputs.note("budget_epochs", total_epochs)
-            outputs.save_checkpoint(**state.capture(epoch, test_loss, best_loss, completed=True))
+            outputs.save_checkpoint(**state.capture(epoch, value, best_loss, completed=True,
+                                                    early_stop=stopper.state_dict()))
             if epoch_callback is not None:
                 epoch_callback(epoch, metrics)
             epoch += 1
+            if stop_early and epoch < total_epochs:
+                reason = stopper.reason()
+                outputs.finish("stopped", reason=reason, early_stopped=True, best_loss=best_loss,
+                               **best_summary(best, stopper))
+                log.info("stopped after epoch %d/%d: %s; the best checkpoint is kept (to go on: --resume %s "
+                         "--early-stop N)", epoch, total_epochs, reason, run_dir)
+                return RunResult(run_dir, "stopped", outputs.summary, cfg)
     except StopRun as stop:
         outputs.finish("stopped", reason=stop.reason, best_loss=best_loss)
         log.info("stopped after epoch %d: %s", epoch, stop.reason)
-        return RunResult(run_dir, "stopped", outputs.summary)
+        return RunResult(run_dir, "stopped", outputs.summary, cfg)
     except KeyboardInterrupt:
         log.warning("interrupted in epoch %d: saving a resumable checkpoint", epoch)
         if not dist.enabled:  # under DDP the other ranks may be gone: a collective would hang
             outputs.save_checkpoint(**state.capture(epoch, None, best_loss, completed=False, batches_done=position[0]))
         outputs.finish("interrupted", exit_code=130)
         log.warning("resume with: lictrain train --resume %s", run_dir)
-        return RunResult(run_dir, "interrupted", outputs.summary)
+        return RunResult(run_dir, "interrupted", outputs.summary, cfg)
     except BaseException as exc:
         outputs.finish("failed", exit_code=1, error=f"{type(exc).__name__}: {exc}")
         raise
-    outputs.finish("finished", best_loss=best_loss)
-    log.info("finished: %s (best test loss %.4f)", run_dir, best_loss)
-    return RunResult(run_dir, "finished", outputs.summary)
+    outputs.finish("finished", best_loss=best_loss, **best_summary(best, stopper),
+                   **({"budget_cut": cut_reason} if cut_reason else {}))
+    log.info("finished: %s (best test %s %.4g in epoch %d)", run_dir, best.name, stopper.top, stopper.top_epoch + 1)
+    return RunResult(run_dir, "finished", outputs.summary, cfg)

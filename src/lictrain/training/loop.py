@@ -32,6 +32,7 @@ class EpochStats:
     values: dict[str, float]
     skipped: int = 0
     data_wait: float = 0.0  # seconds the loop waited for the loader (train)
+    batches: int = 0  # batches trained (train; fewer than the epoch's when it was cut)
 
 
 def train_one_epoch(
@@ -42,33 +43,38 @@ def train_one_epoch(
     epoch: int,
     total_batches: int,
     show_progress: bool | None = None,
-    after_step: Callable[[], None] | None = None,
+    after_step: Callable[[StepOutcome], bool] | None = None,
 ) -> EpochStats:
     """One pass over ``loader``: one ``step`` per batch, with a tqdm bar (loss, bpp, PSNR).
 
-    ``after_step`` runs after every batch, applied or skipped (a per-batch LR schedule).
+    ``after_step(outcome)`` runs after every batch, applied or skipped (a per-batch LR schedule,
+    step logging); when it returns True the epoch ends there (a budget's deadline).
     """
     model.train()
     sums: dict[str, float] = defaultdict(float)
     applied = skipped = 0
     waited = [0.0]
     bar = tqdm(_timed(loader, waited), total=total_batches, desc=f"epoch {epoch}", leave=False, disable=None if show_progress is None else not show_progress, dynamic_ncols=True)
+    batches = 0
     for batch in bar:
         outcome = step(to_device(batch, device))
-        if after_step is not None:
-            after_step()
+        batches += 1
+        cut = after_step(outcome) if after_step is not None else False
         if not outcome.applied:
             skipped += 1
-            continue
-        applied += 1
-        psnr = psnr_from_mse(outcome.mse)
-        for key, value in (("loss", outcome.loss), ("bpp", outcome.bpp), ("mse", outcome.mse),
-                           ("psnr", psnr), ("aux_loss", outcome.aux_loss), *outcome.extra.items()):
-            sums[key] += value
-        bar.set_postfix(loss=f"{outcome.loss:.4f}", bpp=f"{outcome.bpp:.3f}", psnr=f"{psnr:.2f}", refresh=False)
+        else:
+            applied += 1
+            psnr = psnr_from_mse(outcome.mse)
+            for key, value in (("loss", outcome.loss), ("bpp", outcome.bpp), ("mse", outcome.mse),
+                               ("psnr", psnr), ("aux_loss", outcome.aux_loss), *outcome.extra.items()):
+                sums[key] += value
+            bar.set_postfix(loss=f"{outcome.loss:.4f}", bpp=f"{outcome.bpp:.3f}", psnr=f"{psnr:.2f}", refresh=False)
+        if cut:
+            break
+    bar.close()  # a cut epoch leaves the loader (and its workers) here; the bar must not linger
     if skipped:
         log.warning("epoch %d: skipped %d batch(es) with a non-finite loss or gradient", epoch, skipped)
-    return EpochStats({k: v / applied for k, v in sums.items()} if applied else {}, skipped, waited[0])
+    return EpochStats({k: v / applied for k, v in sums.items()} if applied else {}, skipped, waited[0], batches)
 
 
 def _timed(loader: Iterable[torch.Tensor], waited: list[float]) -> Iterator[torch.Tensor]:

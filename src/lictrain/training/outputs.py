@@ -27,9 +27,13 @@ class RunOutputs:
         self.checkpoints: CheckpointManager | None = None
         self.record: RunRecord | None = None
         self.tracker: WandbRun | None = None
+        self.step_axis = False  # W&B steps are global train steps (--log-every), else epochs
         if writer:
+            from lictrain.training.selection import BestMetric
+
+            best = BestMetric.from_config(cfg.best_metric, cfg.best_mode)
             self.checkpoints = CheckpointManager(run_dir, keep_last_n=cfg.keep_last_n, keep_best=cfg.keep_best,
-                                                 metric="loss", higher_is_better=False,
+                                                 metric=best.key, higher_is_better=best.higher_is_better,
                                                  best_weights_only=cfg.best_weights_only)
 
     def load(self, path: Path, map_location: Any) -> dict[str, Any]:
@@ -39,13 +43,16 @@ class RunOutputs:
 
         return load_checkpoint(path, map_location=map_location)
 
-    def open_records(self, cfg: TrainConfig, resumed: bool, start_epoch: int, world_size: int = 1) -> None:
-        """Start (or continue) run.json, metrics.jsonl and the W&B run."""
+    def open_records(self, cfg: TrainConfig, resumed: bool, start_epoch: int, world_size: int = 1,
+                     start_step: int | None = None) -> None:
+        """Start (or continue) run.json, metrics.jsonl and the W&B run (a resumed run drops the rows
+        after the point it continues from: epochs from ``start_epoch``, steps past ``start_step``)."""
         if not self.writer:
             return
         self.record = RunRecord(self.run_dir, cfg.to_dict(), resumed=resumed)
         self.record.set("world_size", world_size)
-        self.record.truncate_metrics_after(start_epoch)
+        self.record.truncate_metrics_after(start_epoch, start_step)
+        self.step_axis = cfg.log_every is not None
         self.tracker = WandbRun(self.run_dir, cfg.wandb_project, cfg.wandb_mode, wandb_config(cfg.to_dict()),
                                 run_id=self.record.data.get("wandb_run_id"), name=self.run_dir.name)
         self.record.set("wandb_run_id", self.tracker.id)
@@ -57,10 +64,17 @@ class RunOutputs:
         if self.tracker is not None:
             self.tracker.summary(key, value)
 
-    def log_epoch(self, epoch: int, metrics: dict[str, Any]) -> None:
+    def log_epoch(self, epoch: int, metrics: dict[str, Any], global_step: int | None = None) -> None:
+        """One epoch's row; W&B's step is the epoch, or with ``--log-every`` the global train step."""
         if self.record is not None and self.tracker is not None:
             self.record.log_epoch(metrics)
-            self.tracker.log(metrics, step=epoch)
+            self.tracker.log(metrics, step=global_step if self.step_axis and global_step is not None else epoch)
+
+    def log_step(self, global_step: int, row: dict[str, Any]) -> None:
+        """A ``--log-every`` row: metrics.jsonl (marked ``kind: step``) and W&B at ``global_step``."""
+        if self.record is not None and self.tracker is not None:
+            self.record.log_step(row)
+            self.tracker.log({k: v for k, v in row.items() if k not in ("kind", "step")}, step=global_step)
 
     def save_checkpoint(self, **state: Any) -> None:
         if self.checkpoints is not None:
@@ -74,7 +88,7 @@ class RunOutputs:
         """Flush checkpoints, then mark the run ``status`` everywhere (idempotent)."""
         self.close()
         if self.record is not None:
-            if status == "finished" and self.checkpoints is not None:
+            if status in ("finished", "stopped") and self.checkpoints is not None:
                 summary.setdefault("best_checkpoint", str(self.checkpoints.best_checkpoint or ""))
             self.record.finish(status, **summary)
         if self.tracker is not None:

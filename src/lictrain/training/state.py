@@ -28,22 +28,24 @@ class TrainState:
     config: dict[str, Any]
     dist: DistInfo
 
-    def capture(self, epoch: int, test_loss: float | None, best_loss: float, completed: bool,
-                batches_done: int = 0) -> dict[str, Any]:
+    def capture(self, epoch: int, metric_value: float | None, best_loss: float, completed: bool,
+                batches_done: int = 0, ranked: bool = False, **extra: Any) -> dict[str, Any]:
         """Keyword arguments for ``CheckpointManager.save_checkpoint``.
 
+        ``metric_value``: the epoch's ``--best-metric`` value (ranks the best checkpoints).
         ``batches_done``: of an interrupted (not ``completed``) epoch, the batches already trained,
-        where a resumed run starts that epoch again.
+        where a resumed run starts that epoch again. ``ranked``: an incomplete epoch that was
+        tested (a budget's cut) may still rank best; an interrupted one never does.
 
         Collective under DDP (every rank's RNG state is gathered), so call it on all ranks.
         """
         return dict(
             epoch=epoch, model_state=self.model.state_dict(), optimizer_state=self.optimizer.state_dict(),
-            metric_value=test_loss, is_best=None if completed else False,
+            metric_value=metric_value, is_best=None if completed or ranked else False,
             aux_optimizer_state=self.aux_optimizer.state_dict() if self.aux_optimizer else None,
             lr_scheduler_state=self.lr_scheduler.state_dict(), strategy_state=self.strategy.state_dict(),
             rng_states=gather_objects(capture_rng_state(), self.dist), best_loss=best_loss,
-            completed=completed, config=self.config, batches_done=0 if completed else int(batches_done),
+            completed=completed, config=self.config, batches_done=0 if completed else int(batches_done), **extra,
         )
 
     def restore(self, ckpt: dict[str, Any], path: Any) -> tuple[int, int, float]:

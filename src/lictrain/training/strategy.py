@@ -14,6 +14,7 @@ import torch
 from lictrain.config import TrainConfig
 from lictrain.losses import RateDistortionLoss
 from lictrain.training.distributed import DistInfo
+from lictrain.training.param_groups import parameter_groups
 from lictrain.training.steps import StandardStep, StepOutcome
 
 
@@ -23,7 +24,8 @@ class StandardStrategy:
     def __init__(self, cfg: TrainConfig, trained: torch.nn.Module, model: torch.nn.Module,
                  criterion: RateDistortionLoss, net_params: list[torch.nn.Parameter],
                  aux_optimizer: torch.optim.Optimizer | None) -> None:
-        self.optimizer = torch.optim.Adam(net_params, lr=cfg.peak_lr)
+        groups = parameter_groups(model, net_params, cfg.peak_lr, cfg.lr_groups)
+        self.optimizer = torch.optim.Adam(groups, lr=cfg.peak_lr)
         self._step = StandardStep(trained, criterion, self.optimizer, aux_optimizer, net_params, cfg.clip_max_norm,
                                   aux_model=model)
 
