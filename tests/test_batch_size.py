@@ -51,3 +51,29 @@ def test_bad_batch_size_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "--batch-size" in err and "expected a whole number or auto" in err and "Traceback" not in err
+
+
+def test_measure_runs_real_steps_and_treats_out_of_memory_as_too_large(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The search wired to a real strategy (on the CPU), whose step runs out of memory above 12 crops."""
+    import torch
+
+    from lictrain.config import TrainConfig
+    from lictrain.training import batch_size as module
+    from lictrain.training.strategy import StandardStrategy
+
+    real = StandardStrategy.step
+    seen = []
+
+    def step(self, batch):
+        seen.append(batch.shape[0])
+        if batch.shape[0] > 12:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 1.00 GiB")
+        return real(self, batch)
+
+    monkeypatch.setattr(StandardStrategy, "step", step)
+    cfg = TrainConfig(model="bmshj2018-factorized", patch_size=64, epochs=1, lr=1e-3).validate()
+    largest, tried = module._measure(cfg, torch.device("cpu"), 16)
+    assert largest == 12 and tried == seen == [8, 16, 12, 14, 13]
+    monkeypatch.setattr(StandardStrategy, "step", lambda self, batch: (_ for _ in ()).throw(ValueError("bug")))
+    with pytest.raises(ValueError, match="bug"):  # any other error is a real error, not "too large"
+        module._measure(cfg, torch.device("cpu"), 16)

@@ -119,3 +119,14 @@ def test_cli_names_unknown_groups_and_refuses_empty_lists(image_folder: Path, tm
     assert "unknown module group 'encoder'" in err and "g_a" in err and "Traceback" not in err
     assert main([*args, "--unfreeze", "g_a,g_a"]) == 2
     assert "--unfreeze takes distinct module groups" in capsys.readouterr().err
+
+
+def test_models_groups_lists_the_groups_with_parameter_counts(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "--groups", "bmshj2018-hyperprior"]) == 0
+    out = capsys.readouterr().out
+    model = build_model("bmshj2018-hyperprior", 1)
+    g_a = sum(p.numel() for p in model.g_a.parameters())
+    line = next(line for line in out.splitlines() if line.startswith("g_a "))
+    assert line.split() == ["g_a", f"{g_a:,d}", "module"]
+    assert "alias of entropy_bottleneck, h_a, h_s" in out
+    assert main(["models", "--groups", "nope"]) == 2

@@ -371,3 +371,17 @@ def test_grid_cli_end_to_end_with_wandb(image_folder: Path, tmp_path: Path) -> N
     assert row["source"] == "run.json+wandb-offline" and row["state"] == "finished"
     assert row["run_id"] == record["wandb_run_id"] and row["gamma"] == 0.003
     assert row["psnr"] == pytest.approx(record["summary"]["psnr"])
+
+
+def test_an_early_stopped_trial_is_done_not_pruned(tmp_path: Path) -> None:
+    """--early-stop ends a trial with status stopped: a sweep counts it finished (never reruns it);
+    a pruned trial (stopped without early_stopped) stays stopped."""
+    from lictrain.search.trial import trial_status
+
+    early, pruned = tmp_path / "early", tmp_path / "pruned"
+    for folder, summary in ((early, {"early_stopped": True, "reason": "early stop: ..."}),
+                            (pruned, {"reason": "pruned by the median rule"})):
+        folder.mkdir()
+        (folder / "run.json").write_text(json.dumps({"status": "stopped", "summary": summary}))
+    assert trial_status(early) == "finished"
+    assert trial_status(pruned) == "stopped"

@@ -349,12 +349,12 @@ def closing_evaluation(cfg: TrainConfig, result: Any) -> str:
 
 
 def _estimated_closing_seconds(run_dir: Path) -> float:
-    """The budget plan's estimate of the closing evaluation (0 when the run had no budget)."""
+    """The budget's estimate of the closing evaluation, scaled to the pace at the run's end (0 without a budget)."""
     import json
 
     try:
-        plan = json.loads((run_dir / "run.json").read_text()).get("budget") or {}
-        return float(plan.get("closing_seconds") or 0.0)
+        record = json.loads((run_dir / "run.json").read_text())
+        return float(record.get("closing_estimate_seconds") or (record.get("budget") or {}).get("closing_seconds") or 0.0)
     except (OSError, ValueError, TypeError, AttributeError):
         return 0.0
 

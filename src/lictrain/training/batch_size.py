@@ -95,36 +95,14 @@ def auto_batch_size(cfg: TrainConfig, device: torch.device, dist: Any, alignment
         ConfigError: not even one crop fits (the message names --patch-size).
     """
     from lictrain.errors import ConfigError
-    from lictrain.training.distributed import DistInfo, gather_objects
+    from lictrain.training.distributed import gather_objects
 
     if device.type != "cuda":
         log.warning("--batch-size auto sizes the batch to GPU memory; on the %s it trains at batch %d (pass a "
                     "number to choose)", device.type.upper(), CPU_BATCH)
         return AutoBatch(CPU_BATCH, None, [], MARGIN, device.type)
-    from lictrain.training.build import build_parts
-
-    probe = build_parts(replace(cfg, batch_size=1, epochs=1, pretrained=None), device, DistInfo(), alignment)
-
-    def fits(n: int) -> bool:
-        batch = torch.rand(n, 3, cfg.patch_size, cfg.patch_size, device=device)
-        try:
-            probe.strategy.step(batch)
-            torch.cuda.synchronize(device)
-            return True
-        except Exception as exc:  # only out-of-memory means "too large"; anything else is a real error
-            if not is_out_of_memory(exc):
-                raise
-            return False
-        finally:
-            del batch
-            for group in probe.strategy.optimizer.param_groups:
-                for p in group["params"]:
-                    p.grad = None
-            torch.cuda.empty_cache()
-
-    largest, tried = search_batch_size(fits)
-    del probe
-    torch.cuda.empty_cache()
+    largest, tried = _measure(cfg, device, alignment)
+    torch.cuda.empty_cache()  # the probe is gone: give its memory back before the run allocates
     if largest is None:
         raise ConfigError(f"not even one {cfg.patch_size}x{cfg.patch_size} crop fits in the GPU's memory for "
                           f"{cfg.model}; use a smaller --patch-size or --precision bf16")
@@ -135,3 +113,32 @@ def auto_batch_size(cfg: TrainConfig, device: torch.device, dist: Any, alignment
     log.info("--batch-size auto: %d crops of %d px fit (tried %s); training at %d (%.0f%%)", largest,
              cfg.patch_size, ", ".join(map(str, tried)), chosen, 100 * MARGIN)
     return found
+
+
+def _measure(cfg: TrainConfig, device: torch.device, alignment: int) -> tuple[int | None, list[int]]:
+    """Search with a throwaway copy of the run (freed when this returns)."""
+    from lictrain.training.budget import synchronize
+    from lictrain.training.build import build_parts
+    from lictrain.training.distributed import DistInfo
+
+    probe = build_parts(replace(cfg, batch_size=1, epochs=1, pretrained=None), device, DistInfo(), alignment)
+
+    def fits(n: int) -> bool:
+        batch = torch.rand(n, 3, cfg.patch_size, cfg.patch_size, device=device)
+        try:
+            probe.strategy.step(batch)
+            synchronize(device)
+            return True
+        except Exception as exc:  # only out-of-memory means "too large"; anything else is a real error
+            if not is_out_of_memory(exc):
+                raise
+            return False
+        finally:
+            del batch
+            for group in probe.strategy.optimizer.param_groups:
+                for p in group["params"]:
+                    p.grad = None
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    return search_batch_size(fits)

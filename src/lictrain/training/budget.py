@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 #: steps run untimed first (allocator and kernel warm-up), then timed
 WARMUP_STEPS = 2
 TIMED_STEPS = 5
+#: share of the budget after which the step timing stops early (a very busy machine)
+CALIBRATION_SHARE = 0.1
 #: epochs are planned this much longer than measured: a long run on a shared machine averages
 #: slower than a few calibration steps (about 5-10% on the 2-core machine here)
 PLAN_MARGIN = 1.08
@@ -44,6 +46,11 @@ class BudgetPlan:
     steps_per_epoch: int
     epochs: int
     closing_seconds: float = 0.0  # the closing evaluation's estimated cost (after the budget)
+    steps: int = 0  # training steps planned (the last epoch may be partial); 0: epochs x steps_per_epoch
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps or self.epochs * self.steps_per_epoch
 
     @property
     def epoch_seconds(self) -> float:
@@ -58,7 +65,11 @@ class BudgetPlan:
         return (f"budget {self.budget_seconds / 60:.1f} min: {self.step_seconds:.3f} s/step x {self.steps_per_epoch} "
                 f"steps + test {self.test_seconds:.1f} s + checkpoint {self.checkpoint_seconds:.2f} s = "
                 f"{self.epoch_seconds:.1f} s/epoch (+{PLAN_MARGIN - 1:.0%} margin) -> {self.epochs} epochs "
-                f"({self.epochs * self.steps_per_epoch} steps){closing}")
+                f"({self.total_steps} steps{self._partial()}){closing}")
+
+    def _partial(self) -> str:
+        last = self.total_steps - (self.epochs - 1) * self.steps_per_epoch
+        return f"; the last epoch {last} of {self.steps_per_epoch}" if last < self.steps_per_epoch else ""
 
 
 def plan_epochs(available_seconds: float, epoch_seconds: float, max_epochs: int | None = None) -> int:
@@ -67,14 +78,46 @@ def plan_epochs(available_seconds: float, epoch_seconds: float, max_epochs: int 
     return min(fit, max_epochs) if max_epochs is not None else fit
 
 
+def plan_steps(available_seconds: float, steps_per_epoch: int, step_seconds: float, epoch_overhead: float,
+               margin: float = 1.0, max_epochs: int | None = None) -> int:
+    """Training steps that fit ``available_seconds``: whole epochs, then a last partial epoch of
+    the steps that still fit before its test pass and checkpoint (``epoch_overhead``); at least 1.
+
+    Every epoch end, a partial last one too, costs ``epoch_overhead``; ``margin`` stretches the
+    step and overhead times (a long run averages slower than its calibration).
+    """
+    step, overhead = step_seconds * margin, epoch_overhead * margin
+    epoch = steps_per_epoch * step + overhead
+    if epoch <= 0:
+        return steps_per_epoch
+    full = max(0, math.floor(available_seconds / epoch))
+    rest = available_seconds - full * epoch
+    partial = math.floor((rest - overhead) / step) if step > 0 else 0
+    steps = full * steps_per_epoch + min(max(partial, 0), steps_per_epoch - 1)
+    if max_epochs is not None:
+        steps = min(steps, max_epochs * steps_per_epoch)
+    return max(steps, 1)
+
+
 def measure_step_seconds(step: Callable[[torch.Tensor], Any], batches: Iterable[torch.Tensor],
-                         device: torch.device) -> float:
-    """Mean seconds of ``step`` over :data:`TIMED_STEPS` batches, after :data:`WARMUP_STEPS`."""
-    batches = itertools.islice(_cycle(batches), WARMUP_STEPS + TIMED_STEPS)
+                         device: torch.device, max_seconds: float | None = None) -> float:
+    """Median seconds of ``step`` over :data:`TIMED_STEPS` batches, after :data:`WARMUP_STEPS`.
+
+    The median, because one step caught in a burst of other work on a shared machine must not
+    set the plan; ``max_seconds`` stops the timing early (after at least one timed step) when the
+    machine is so busy that the calibration itself would eat the budget.
+    """
     from lictrain.training.loop import to_device
 
-    times = [measure_seconds(lambda: step(to_device(batch, device)), device) for batch in batches]
-    return statistics.fmean(times[WARMUP_STEPS:])
+    started = time.perf_counter()
+    times: list[float] = []
+    for i, batch in enumerate(itertools.islice(_cycle(batches), WARMUP_STEPS + TIMED_STEPS)):
+        seconds = measure_seconds(lambda: step(to_device(batch, device)), device)
+        if i >= WARMUP_STEPS:
+            times.append(seconds)
+            if max_seconds is not None and time.perf_counter() - started > max_seconds:
+                break
+    return statistics.median(times)
 
 
 def _cycle(batches: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
@@ -162,6 +205,32 @@ class BudgetClock:
             total = min(total, planned)
         return max(total, done)
 
+    def replan_steps(self, done_steps: int, planned_steps: int, steps_per_epoch: int, now: float | None = None) -> int:
+        """Total training steps for the run, re-planned at an epoch's end from the pace kept so far:
+        whole epochs at the recent epoch pace, then a partial epoch at the recent step pace (see
+        :func:`plan_steps`). Capped by ``max_epochs``; only shortens when it may not grow."""
+        if not self.epoch_times:
+            return planned_steps
+        now = self.clock() if now is None else now
+        epoch = max(statistics.fmean(self.epoch_times), self.epoch_times[-1])
+        step = self.pace if self.pace else epoch / max(steps_per_epoch, 1)
+        overhead = max(epoch - steps_per_epoch * step, self.reserve())
+        left = self.deadline - now
+        full = max(0, math.floor(left / epoch))
+        partial = math.floor((left - full * epoch - overhead) / step) if step > 0 else 0
+        total = done_steps + full * steps_per_epoch + min(max(partial, 0), steps_per_epoch - 1)
+        if self.max_epochs is not None:
+            total = min(total, self.max_epochs * steps_per_epoch)
+        if not self.can_grow:
+            total = min(total, planned_steps)
+        return max(total, done_steps)
+
+    def steps_left(self) -> int:
+        """Steps that still fit before the deadline less :meth:`reserve`, at the current pace."""
+        if not self.pace:
+            return 0
+        return max(0, math.floor((self.deadline - self.clock() - self.reserve()) / self.pace))
+
     def reserve(self) -> float:
         """Seconds to keep for the epoch's test pass and checkpoint, at the current pace."""
         slowdown = 1.0
@@ -227,7 +296,9 @@ def plan_budget(cfg: Any, device: torch.device, dist: Any, alignment: int, train
 
     probe = build_parts(replace(cfg, epochs=1), device, DistInfo(), alignment)
     train_loader.set_epoch(0)
-    step_seconds = measure_step_seconds(probe.strategy.step, train_loader, device)
+    # the timing stops early when the machine is so busy that it would eat a tenth of the budget
+    step_seconds = measure_step_seconds(probe.strategy.step, train_loader, device,
+                                        max_seconds=cfg.budget_minutes * 60.0 * CALIBRATION_SHARE)
     test_seconds = measure_seconds(lambda: test_epoch(probe.model, probe.criterion, test_loader, device), device)
     checkpoint_seconds = serialise_seconds(probe.model.state_dict(), probe.strategy.optimizer.state_dict())
     closing_seconds = 0.0
@@ -242,15 +313,17 @@ def plan_budget(cfg: Any, device: torch.device, dist: Any, alignment: int, train
     budget = cfg.budget_minutes * 60.0
     measured = BudgetPlan(budget, time.perf_counter() - started, step_seconds, test_seconds, checkpoint_seconds,
                           len(train_loader), epochs=0, closing_seconds=closing_seconds)
-    fits = plan_epochs(budget - measured.calibration_seconds, measured.epoch_seconds * PLAN_MARGIN, cfg.epochs)
-    plan = replace(measured, epochs=int(min(gather_objects(fits, dist))))
+    steps = plan_steps(budget - measured.calibration_seconds, measured.steps_per_epoch, step_seconds,
+                       test_seconds + checkpoint_seconds, PLAN_MARGIN, cfg.epochs)
+    steps = int(min(gather_objects(steps, dist)))
+    plan = replace(measured, epochs=math.ceil(steps / measured.steps_per_epoch), steps=steps)
     log.info("%s", plan.describe())
     available = budget - measured.calibration_seconds
     if measured.epoch_seconds * PLAN_MARGIN > available:
         # an epoch is one pass over the data: on a large set, longer than the whole budget
-        steps = max(1, int(available / PLAN_MARGIN / max(measured.step_seconds, 1e-9)))
-        fitting = steps * cfg.batch_size * dist.world_size
-        log.warning("one epoch (%d steps, ~%.0f s) is longer than the %.1f-minute budget: the run will overrun it; "
-                    "pass --epoch-size %d (crops per epoch) for epochs that fit", len(train_loader),
-                    measured.epoch_seconds, cfg.budget_minutes, max(cfg.batch_size, fitting // 10))
+        fitting = max(1, int(available / PLAN_MARGIN / max(measured.step_seconds, 1e-9))) * cfg.batch_size * dist.world_size
+        log.warning("one epoch (%d steps, ~%.0f s) is longer than the %.1f-minute budget: the run trains part of it "
+                    "and ends at the deadline (resumable there); --epoch-size %d (crops per epoch) gives whole "
+                    "epochs that fit", len(train_loader), measured.epoch_seconds, cfg.budget_minutes,
+                    max(cfg.batch_size, fitting // 10))
     return plan

@@ -141,15 +141,31 @@ def fit(cfg: TrainConfig, show_progress: bool | None = None,
     current_epoch = [0]
     clock: BudgetClock | None = None
     step_log: StepLog | None = None
+    step_limit = [plan.total_steps if plan is not None else None]  # a budget's planned steps (last epoch partial)
+    if plan is not None and plan.total_steps != cfg.epochs * steps_per_epoch:
+        set_total_steps(lr_scheduler, plan.total_steps)  # the LR anneals over the steps the budget buys
 
     def after_step(outcome: StepOutcome) -> bool:
-        """Per batch: position, LR, step rows; True when the budget's deadline cuts the epoch."""
+        """Per batch: position, LR, step rows; True when the budget ends the epoch here (its deadline,
+        or the planned steps of a partial last epoch)."""
         position[0] += 1
         if per_step_lr:
             lr_scheduler.step()
+        global_step = current_epoch[0] * steps_per_epoch + position[0]
         if step_log is not None:
-            step_log.record(current_epoch[0] * steps_per_epoch + position[0], current_epoch[0], outcome)
-        return clock is not None and clock.step_done(dist)
+            step_log.record(global_step, current_epoch[0], outcome)
+        late = clock is not None and clock.step_done(dist)
+        if late or step_limit[0] is None or global_step < step_limit[0]:
+            return late
+        if clock is not None and clock.can_grow and not dist.enabled and position[0] < steps_per_epoch:
+            # the planned steps are done early (the calibration ran in a burst of load): go on to the
+            # end of this epoch as far as the deadline allows, the LR schedule stretched with it
+            more = min(clock.steps_left(), steps_per_epoch - position[0])
+            if more > 0:
+                step_limit[0] = global_step + more
+                set_total_steps(lr_scheduler, step_limit[0])
+                return False
+        return True
     state = TrainState(model, optimizer, aux_optimizer, lr_scheduler, strategy, cfg.to_dict(), dist)
     best = BestMetric.from_config(cfg.best_metric, cfg.best_mode)
     stopper = EarlyStopping(best, cfg.early_stop, cfg.early_stop_min_delta)
@@ -210,7 +226,7 @@ def fit(cfg: TrainConfig, show_progress: bool | None = None,
                                           steps_per_epoch - first_batch, show_progress if dist.is_main else False,
                                           after_step=after_step)
             train_seconds = time.perf_counter() - epoch_started
-            cut = clock is not None and clock.cut and position[0] < steps_per_epoch  # the deadline ended it early
+            cut = clock is not None and position[0] < steps_per_epoch  # the budget ended it early
             check_in_sync(model, dist, strategy.sync_tensor())
             # every rank tests the same full test split: identical numbers, no communication
             test_stats = test_epoch(model, criterion, test_loader, device)
@@ -246,22 +262,28 @@ def fit(cfg: TrainConfig, show_progress: bool | None = None,
             stop_early = stopper.update(epoch, value)
             if cut:  # resumable at the next batch; tested, so it may be the best checkpoint
                 assert clock is not None
-                cut_reason = (f"budget of {cfg.budget_minutes:g} min reached after batch {position[0]} of "
-                              f"{steps_per_epoch} in epoch {epoch}")
+                why = "reached" if clock.cut else "planned to end"
+                cut_reason = (f"budget of {cfg.budget_minutes:g} min {why} after batch {position[0]} of "
+                              f"{steps_per_epoch} in epoch {epoch + 1}")
                 outputs.save_checkpoint(**state.capture(epoch, value, best_loss, completed=False, ranked=True,
                                                         batches_done=position[0], early_stop=stopper.state_dict()))
-                log.info("%s: the epoch was cut (resume with --resume %s --epochs N to go on)", cut_reason, run_dir)
+                log.info("%s: a partial last epoch (resume with --resume %s --epochs N to go on)", cut_reason,
+                         run_dir)
                 break
             if clock is not None and plan is not None:  # before the checkpoint, so that it carries the new length
                 clock.record_epoch(seconds + plan.checkpoint_seconds)
-                replanned = min(gather_objects(clock.replan(epoch + 1, total_epochs), dist))
-                if replanned != total_epochs:
-                    log.info("re-planned to %d epochs: %.1f s per epoch so far, %.1f min of the budget left",
-                             replanned, seconds, (clock.deadline - time.perf_counter()) / 60)
-                    total_epochs = replanned
-                    set_total_steps(lr_scheduler, total_epochs * steps_per_epoch)
+                planned = step_limit[0] or total_epochs * steps_per_epoch
+                replanned = min(gather_objects(clock.replan_steps((epoch + 1) * steps_per_epoch, planned,
+                                                                  steps_per_epoch), dist))
+                if replanned != planned:
+                    total_epochs = math.ceil(replanned / steps_per_epoch)
+                    log.info("re-planned to %d steps (%d epochs): %.1f s per epoch so far, %.1f min of the budget left",
+                             replanned, total_epochs, seconds, (clock.deadline - time.perf_counter()) / 60)
+                    step_limit[0] = replanned
+                    set_total_steps(lr_scheduler, replanned)
                     state.config["epochs"] = total_epochs  # what a resumed run continues to
                     outputs.note("budget_epochs", total_epochs)
+                    outputs.note("budget_steps", replanned)
             outputs.save_checkpoint(**state.capture(epoch, value, best_loss, completed=True,
                                                     early_stop=stopper.state_dict()))
             if epoch_callback is not None:
@@ -288,6 +310,9 @@ def fit(cfg: TrainConfig, show_progress: bool | None = None,
     except BaseException as exc:
         outputs.finish("failed", exit_code=1, error=f"{type(exc).__name__}: {exc}")
         raise
+    if plan is not None and plan.closing_seconds and clock is not None and clock.pace:
+        # the calibration's estimate, at the pace the machine keeps now (load comes and goes)
+        outputs.note("closing_estimate_seconds", plan.closing_seconds * clock.pace / plan.step_seconds)
     outputs.finish("finished", best_loss=best_loss, **best_summary(best, stopper),
                    **({"budget_cut": cut_reason} if cut_reason else {}))
     log.info("finished: %s (best test %s %.4g in epoch %d)", run_dir, best.name, stopper.top, stopper.top_epoch + 1)

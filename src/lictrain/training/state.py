@@ -10,7 +10,6 @@ from typing import Any
 import torch
 
 from lictrain.checkpoint import capture_rng_state, restore_rng_state
-from lictrain.errors import CheckpointError
 from lictrain.training.distributed import DistInfo, gather_objects
 
 log = logging.getLogger(__name__)
