@@ -91,10 +91,15 @@ def measure_step_seconds(args: argparse.Namespace) -> dict[str, float]:
 
 def run_spec(args: argparse.Namespace, variant: str, lmbda: float, seed: int, steps: int) -> dict[str, Any]:
     per_epoch = max(1, round(steps / EPOCHS))
+    config = {**vars(base_config(args)), **VARIANTS[variant], "lmbda": lmbda, "seed": seed, "epochs": EPOCHS,
+              "epoch_size": per_epoch * args.batch_size, "log_every": max(1, per_epoch * EPOCHS // CURVE_POINTS)}
+    if args.finetune_from:  # the second half of a longer run: every variant starts from standard's weights
+        from lictrain.checkpoint import resolve_checkpoint
+
+        config["pretrained"] = str(resolve_checkpoint(Path(args.finetune_from) / f"standard-l{lmbda:g}-s{seed}"))
     return {"variant": variant, "lmbda": lmbda, "seed": seed, "steps": per_epoch * EPOCHS,
             "run_dir": str(Path(args.work) / f"{variant}-l{lmbda:g}-s{seed}"), "threads": args.threads,
-            "config": {**vars(base_config(args)), **VARIANTS[variant], "lmbda": lmbda, "seed": seed, "epochs": EPOCHS,
-                       "epoch_size": per_epoch * args.batch_size, "log_every": max(1, per_epoch * EPOCHS // CURVE_POINTS)}}
+            "config": config}
 
 
 def train_and_evaluate(spec: dict[str, Any]) -> dict[str, Any]:
@@ -158,7 +163,7 @@ def summarise(results: list[dict[str, Any]], args: argparse.Namespace, step_seco
     seeds = sorted({r["seed"] for r in results})
     bd: dict[str, Any] = {}
     for variant in VARIANTS:
-        if variant == "standard":
+        if variant == "standard" or not any(r["variant"] == variant for r in results):
             continue
         per_seed = {}
         for seed in seeds:
@@ -266,6 +271,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--timing-rounds", type=int, default=8)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--finetune-from", metavar="WORK",
+                        help="start every run from the standard run of the same λ and seed in this earlier --work "
+                             "(the second half of a longer run: does balancing pay once the model is trained?)")
     parser.add_argument("--work", default="/tmp/lictrain-bvs")
     parser.add_argument("--out", default="docs/balanced_vs_standard")
     args = parser.parse_args()
@@ -283,7 +292,7 @@ def main() -> None:
     print("seconds per step: " + ", ".join(f"{k} {v:.3f}" for k, v in step_seconds.items()), flush=True)
     standard_steps = args.minutes * 60 / step_seconds["standard"]
     specs = [run_spec(args, variant, lmbda, seed, round(standard_steps * step_seconds["standard"] / step_seconds[variant]))
-             for seed in args.seeds for lmbda in args.lambdas for variant in VARIANTS]
+             for seed in args.seeds for lmbda in args.lambdas for variant in args.variants]
     results = []
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(train_and_evaluate, spec): spec for spec in specs}

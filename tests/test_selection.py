@@ -112,3 +112,15 @@ def test_best_metric_rd_logs_the_gain_over_jpeg(image_folder: Path, tmp_path: Pa
     rows = read_metrics(result.run_dir)
     assert all(math.isfinite(r["rd_gain"]) for r in rows)
     assert result.summary["best_value"] == pytest.approx(max(r["rd_gain"] for r in rows))
+
+
+def test_the_analyzer_counts_an_early_stopped_run_as_finished(tmp_path: Path) -> None:
+    from lictrain.analysis.readers import read_lictrain_run
+
+    for name, summary in (("early", {"early_stopped": True, "psnr": 25.0}), ("pruned", {"psnr": 20.0})):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "run.json").write_text(json.dumps({"status": "stopped", "config": {"lmbda": 0.01},
+                                                              "summary": summary}))
+    assert read_lictrain_run(tmp_path / "early").state == "finished"
+    assert read_lictrain_run(tmp_path / "early").status == "stopped"
+    assert read_lictrain_run(tmp_path / "pruned").state == "stopped"

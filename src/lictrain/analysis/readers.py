@@ -95,9 +95,12 @@ def read_lictrain_run(run_dir: str | os.PathLike[str], history: bool = False) ->
         path = run_dir / "metrics.jsonl"
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
         rows = [row for row in rows if not is_step_row(row)]  # --log-every rows: not epochs
+    state = STATE_OF_STATUS.get(status, "failed")
+    if status == "stopped" and (record.get("summary") or {}).get("early_stopped") is True:
+        state = "finished"  # --early-stop ended it: a complete run, unlike a pruned or interrupted one
     return RunData(run_id=record.get("wandb_run_id"), path=run_dir, source="run.json", config=flatten(config),
                    summary={k: v for k, v in flatten(record.get("summary") or {}).items()},
-                   state=STATE_OF_STATUS.get(status, "failed"), status=status, name=run_dir.name,
+                   state=state, status=status, name=run_dir.name,
                    history=rows, started=record.get("started"))
 
 
