@@ -33,3 +33,31 @@ def image_folder(tmp_path: Path) -> Path:
     write_images(tmp_path / "data" / "train", 4, seed=1)
     write_images(tmp_path / "data" / "test", 2, seed=2)
     return tmp_path / "data"
+
+
+@pytest.fixture
+def interrupt_after_steps(monkeypatch: pytest.MonkeyPatch):
+    """``arm(n)``: the next ``fit`` raises KeyboardInterrupt (Ctrl-C) before its (n+1)-th training
+    step; ``disarm()`` restores the real epoch loop (for the resume)."""
+    import lictrain.training.fit as fit_module
+
+    real = fit_module.train_one_epoch
+
+    def arm(n: int) -> None:
+        steps = {"n": 0}
+
+        def counting(step, *args, **kwargs):
+            def counted(batch):
+                if steps["n"] == n:
+                    raise KeyboardInterrupt
+                steps["n"] += 1
+                return step(batch)
+            return real(counted, *args, **kwargs)
+
+        monkeypatch.setattr(fit_module, "train_one_epoch", counting)
+
+    def disarm() -> None:
+        monkeypatch.setattr(fit_module, "train_one_epoch", real)
+
+    arm.disarm = disarm  # type: ignore[attr-defined]
+    return arm

@@ -49,9 +49,7 @@ def test_records_keep_step_rows_apart_and_truncate_them_by_step(tmp_path: Path) 
 
 @pytest.mark.slow
 def test_log_every_rows_survive_an_interrupt_and_resume_exactly(image_folder: Path, tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    import lictrain.training.fit as fit_module
-
+                                                                interrupt_after_steps) -> None:
     def cfg(run: str, **kw) -> TrainConfig:
         return TrainConfig(dataset=str(image_folder), model="bmshj2018-factorized", patch_size=64, test_patch_size=64,
                            batch_size=2, epoch_size=8, test_batch_size=2, save_path=str(tmp_path / run),
@@ -63,20 +61,9 @@ def test_log_every_rows_survive_an_interrupt_and_resume_exactly(image_folder: Pa
     assert [r["step"] for r in rows] == [3, 4, 6, 8]  # every 3 steps, and the rest at each epoch's end
     assert [r["epoch"] for r in rows] == [0, 0, 1, 1]
     assert {"lr", "gamma", "weight/distortion", "weight/rate", "train/loss", "train/task/rate"} <= set(rows[0])
-    real = fit_module.train_one_epoch
-    steps = {"n": 0}
-
-    def interrupt_after_five(step, *args, **kwargs):
-        def counted(batch):
-            if steps["n"] == 5:
-                raise KeyboardInterrupt
-            steps["n"] += 1
-            return step(batch)
-        return real(counted, *args, **kwargs)
-
-    monkeypatch.setattr(fit_module, "train_one_epoch", interrupt_after_five)
+    interrupt_after_steps(5)
     assert fit(cfg("cut"), show_progress=False).status == "interrupted"
-    monkeypatch.setattr(fit_module, "train_one_epoch", real)
+    interrupt_after_steps.disarm()
     assert fit(cfg("cut", resume=str(tmp_path / "cut")), show_progress=False).status == "finished"
     resumed = read_metrics(tmp_path / "cut", steps=True)
     assert [r["step"] for r in resumed] == [3, 4, 6, 8]

@@ -85,27 +85,14 @@ def test_interrupt_saves_a_checkpoint_and_resume_matches_uninterrupted(image_fol
 
 
 def test_interrupt_mid_epoch_resumes_at_that_batch_exactly(image_folder: Path, tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+                                                           interrupt_after_steps) -> None:
     """Ctrl-C after 5 of 8 steps (4 per epoch): the resumed run trains batches 2..4 of epoch 1, not
     the whole epoch again, and ends where the uninterrupted run ends."""
-    import lictrain.training.fit as fit_module
-
     cfg = dict(epochs=2, epoch_size=8, lr_schedule="linear")
     straight = fit(small_cfg(image_folder, tmp_path / "straight", **cfg), show_progress=False)
-    real = fit_module.train_one_epoch
-    steps = {"n": 0}
-
-    def cut_after_five_steps(step, *args, **kwargs):
-        def counted(batch):
-            if steps["n"] == 5:
-                raise KeyboardInterrupt
-            steps["n"] += 1
-            return step(batch)
-        return real(counted, *args, **kwargs)
-
-    monkeypatch.setattr(fit_module, "train_one_epoch", cut_after_five_steps)
+    interrupt_after_steps(5)
     assert fit(small_cfg(image_folder, tmp_path / "cut", **cfg), show_progress=False).status == "interrupted"
-    monkeypatch.setattr(fit_module, "train_one_epoch", real)
+    interrupt_after_steps.disarm()
     resumed = fit(small_cfg(image_folder, tmp_path / "cut", **cfg, resume=str(tmp_path / "cut")), show_progress=False)
     assert resumed.status == "finished"
     a, b = read_metrics(straight.run_dir), read_metrics(tmp_path / "cut")
