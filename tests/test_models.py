@@ -49,3 +49,27 @@ def test_unknown_model_and_quality_are_clear_errors() -> None:
         build_model("nope", 1)
     with pytest.raises(ConfigError, match="--quality 9"):
         build_model("cheng2020-anchor", 9)
+
+
+@pytest.mark.parametrize("name", ["bmshj2018-factorized", "bmshj2018-hyperprior", "mbt2018-mean", "mbt2018",
+                                  "cheng2020-anchor", "hpcm-tiny", "hpcm-base", "hpcm-large"])
+def test_declared_parameter_counts_match_the_built_models(name: str) -> None:
+    """``lictrain models`` prints declared sizes (no model is built there): they must be true."""
+    from lictrain.models import build_model, get_spec
+
+    spec = get_spec(name)
+    assert spec.parameters is not None and set(spec.parameters) == set(spec.qualities)
+    for quality in {spec.qualities[0], spec.qualities[-1]}:
+        built = sum(p.numel() for p in build_model(name, quality).parameters())
+        assert spec.parameters[quality] == built, (name, quality)
+
+
+def test_models_table_has_a_header_and_sizes(capsys: pytest.CaptureFixture[str]) -> None:
+    from lictrain.cli.main import main
+
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["model", "qualities", "parameters"]
+    row = next(line for line in lines if line.startswith("bmshj2018-factorized "))
+    assert "3.0-7.0 M" in row
+    assert "3.7 M" in next(line for line in lines if line.startswith("hpcm-tiny "))

@@ -114,3 +114,16 @@ def test_ctrl_c_exit_code_is_130(image_folder: Path, tmp_path: Path, monkeypatch
     assert code == 130
     tracking = json.loads((tmp_path / "r" / "checkpoint_tracking.json").read_text())
     assert tracking["last_checkpoints"], "a resumable checkpoint was saved"
+
+
+@pytest.mark.slow
+def test_an_offline_wandb_run_ends_with_the_exact_sync_command(image_folder: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "r"
+    assert main(["train", "--dataset", str(image_folder), *SMALL, "--epochs", "1", "--save_path", str(run),
+                 "--wandb-mode", "offline", "--no-final-eval"]) == 0
+    err = capsys.readouterr().err
+    line = next(line for line in err.splitlines() if "wandb sync" in line)
+    folder = Path(line.split("wandb sync ", 1)[1].strip())
+    assert folder.parent == run / "wandb" and folder.name.startswith("offline-run-")
+    assert list(folder.glob("run-*.wandb"))  # the file wandb sync uploads

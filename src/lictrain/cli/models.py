@@ -18,10 +18,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.groups:
         return print_groups(args.groups, args.quality)
-    print(f"{'model':24s} {'qualities':10s} {'input multiple':16s} description")
+    print(f"{'model':24s} {'qualities':10s} {'parameters':12s} {'input multiple':15s} description")
     for name in available_models():
         spec = get_spec(name)
-        print(f"{name:24s} {f'{spec.qualities[0]}..{spec.qualities[-1]}':10s} {spec.alignment:<16d} {spec.description}")
+        print(f"{name:24s} {f'{spec.qualities[0]}..{spec.qualities[-1]}':10s} {spec.size_text():12s} "
+              f"{spec.alignment:<15d} {spec.description}")
     return 0
 
 

@@ -37,6 +37,9 @@ class ModelSpec:
         description: one line for ``lictrain models``.
         short_budget_lr: default peak LR of a budgeted run (warm-up + cosine); measured per
             model by ``bench/time_to_quality.py levers`` where known, else a cautious 1e-3.
+        parameters: parameter count per quality, declared so that ``lictrain models`` lists
+            sizes without building (slow) or importing (CompressAI) anything; checked against
+            built models by the tests. ``None``: unknown (a user's model).
     """
 
     name: str
@@ -45,6 +48,14 @@ class ModelSpec:
     qualities: tuple[int, ...]
     description: str = ""
     short_budget_lr: float = 1e-3
+    parameters: dict[int, int] | None = None
+
+    def size_text(self) -> str:
+        """``"3.0 M"``, or ``"3.0-7.0 M"`` over the qualities; ``"?"`` when not declared."""
+        if not self.parameters:
+            return "?"
+        low, high = min(self.parameters.values()) / 1e6, max(self.parameters.values()) / 1e6
+        return f"{low:.1f} M" if round(low, 1) == round(high, 1) else f"{low:.1f}-{high:.1f} M"
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -52,7 +63,7 @@ _REGISTRY: dict[str, ModelSpec] = {}
 
 def register_model(
     name: str, *, alignment: int, qualities: range | tuple[int, ...], description: str = "",
-    short_budget_lr: float = 1e-3,
+    short_budget_lr: float = 1e-3, parameters: dict[int, int] | None = None,
 ) -> Callable[[ModelFactory], ModelFactory]:
     """Decorator adding a ``quality -> nn.Module`` factory to the registry under ``name``."""
 
@@ -60,7 +71,7 @@ def register_model(
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is already registered")
         doc = description or (factory.__doc__ or "").strip().splitlines()[0]
-        _REGISTRY[name] = ModelSpec(name, factory, alignment, tuple(qualities), doc, short_budget_lr)
+        _REGISTRY[name] = ModelSpec(name, factory, alignment, tuple(qualities), doc, short_budget_lr, parameters)
         return factory
 
     return decorator

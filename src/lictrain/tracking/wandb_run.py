@@ -48,9 +48,22 @@ class WandbRun:
             self._run.summary[key] = value
 
     def finish(self, exit_code: int = 0) -> None:
+        """End the W&B run; an offline one logs the exact ``wandb sync`` command that uploads it."""
         if self._run is not None:
+            folder = self.offline_folder()
             self._run.finish(exit_code=exit_code)
             self._run = None
+            if folder is not None:
+                import shlex
+
+                log.info("W&B run kept offline; upload it with: wandb sync %s", shlex.quote(str(folder)))
+
+    def offline_folder(self) -> Path | None:
+        """``<run_dir>/wandb/offline-run-<time>-<id>`` of an offline run (what ``wandb sync`` takes)."""
+        if self._run is None or self.mode != "offline":
+            return None
+        files = Path(getattr(self._run, "dir", "") or "")
+        return files.parent if files.name == "files" else (files or None)
 
 
 def wandb_config(cfg: dict[str, Any]) -> dict[str, Any]:

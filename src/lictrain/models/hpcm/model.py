@@ -256,13 +256,13 @@ class HPCM(nn.Module):
         return {"x_hat": self.g_s(y_hat)[..., :h, :w].clamp(0, 1)}
 
 
-@register_model("hpcm-base", alignment=1, qualities=(1,))
+@register_model("hpcm-base", alignment=1, qualities=(1,), parameters={1: 68_505_299})
 def hpcm_base(quality: int) -> nn.Module:
     """HPCM-Base (Li et al., ICCV 2025), 68.5 M parameters; the rate point is set by lambda."""
     return HPCM(BASE)
 
 
-@register_model("hpcm-large", alignment=1, qualities=(1,))
+@register_model("hpcm-large", alignment=1, qualities=(1,), parameters={1: 89_718_803})
 def hpcm_large(quality: int) -> nn.Module:
     """HPCM-Large (Li et al., ICCV 2025), 89.7 M parameters; deeper transforms and priors."""
     return HPCM(LARGE)
@@ -271,19 +271,19 @@ def hpcm_large(quality: int) -> nn.Module:
 # The official placement exists for weights converted from the official release
 # (lictrain.models.hpcm.official); a checkpoint records its model name, so fine-tuning such
 # weights keeps the placement they were trained with. Training from scratch: use hpcm-base.
-@register_model("hpcm-base-official", alignment=1, qualities=(1,))
+@register_model("hpcm-base-official", alignment=1, qualities=(1,), parameters={1: 68_505_299})
 def hpcm_base_official(quality: int) -> nn.Module:
     """HPCM-Base with the official code's s2 hyperprior placement: runs converted official weights."""
     return HPCM(BASE, s2_placement="official")
 
 
-@register_model("hpcm-large-official", alignment=1, qualities=(1,))
+@register_model("hpcm-large-official", alignment=1, qualities=(1,), parameters={1: 89_718_803})
 def hpcm_large_official(quality: int) -> nn.Module:
     """HPCM-Large with the official code's s2 hyperprior placement: runs converted official weights."""
     return HPCM(LARGE, s2_placement="official")
 
 
-@register_model("hpcm-tiny", alignment=1, qualities=(1,), short_budget_lr=2e-3)  # 4e-3 as good, 8e-3 diverged
+@register_model("hpcm-tiny", alignment=1, qualities=(1,), short_budget_lr=2e-3, parameters={1: 3_694_875})  # 4e-3 as good, 8e-3 diverged
 def hpcm_tiny(quality: int) -> nn.Module:
     """HPCM-Tiny: HPCM's full 3-scale, 11-step, attention structure at CPU-friendly width."""
     return HPCM(TINY)
