@@ -125,7 +125,10 @@ def test_bpp_is_eight_times_file_bytes_over_pixels(factorized, tmp_path: Path) -
     stream = unpack((tmp_path / "img.lic").read_bytes())
     assert r.payload_bytes == stream.payload_bytes
     assert r.bpp_payload == pytest.approx(8 * stream.payload_bytes / (40 * 72), abs=1e-12)
-    assert r.bpp > r.bpp_payload and r.deterministic is True
+    assert r.bpp > r.bpp_payload and r.deterministic is None  # not checked by default
+    assert stream.recon_crc is not None  # the file carries its decode's checksum all the same
+    checked = evaluate_codec(model, info, [image], check_decode=True).images[0]
+    assert checked.deterministic is True and checked.bytes == r.bytes
 
 
 def test_wrong_weights_and_wrong_model_are_clear_errors(factorized) -> None:

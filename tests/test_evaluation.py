@@ -98,7 +98,8 @@ def run_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_eval_cli_writes_json_csv_bitstreams_and_a_table(run_files, capsys: pytest.CaptureFixture[str]) -> None:
     out = run_files["root"] / "out"
     rc = main(["eval", str(run_files["ckpt"]), "--dataset", str(run_files["data"]), "--out-dir", str(out),
-               "--name", "ours", "--anchors", "jpeg420", "--anchor-qualities", "20,50,80", "--quiet"])
+               "--name", "ours", "--anchors", "jpeg420", "--anchor-qualities", "20,50,80", "--quiet",
+               "--check-decode", "--estimate"])
     printed = capsys.readouterr().out
     assert rc == 0
     assert "identical" in printed and "jpeg420 / q50" in printed and "est." in printed
@@ -121,6 +122,25 @@ def test_eval_cli_writes_json_csv_bitstreams_and_a_table(run_files, capsys: pyte
     assert len(read_curve(out / "jpeg420.json").points) == 3
 
 
+def test_default_eval_encodes_and_decodes_once_and_keeps_the_same_files(run_files,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """The default (one encode, one decode, as CompressAI's eval_model) writes byte-identical .lic
+    files to --check-decode's: the checksum of its one decode is the one the encoder's check stores."""
+    checked, quick = run_files["root"] / "checked", run_files["root"] / "quick"
+    for out, extra in ((checked, ["--check-decode"]), (quick, [])):
+        assert main(["eval", str(run_files["ckpt"]), "--dataset", str(run_files["data"]), "--out-dir", str(out),
+                     "--name", "ours", "--quiet", *extra]) == 0
+    capsys.readouterr()
+    point = read_curve(quick / "ours.json").points[0]
+    for im in point.images:
+        assert im.deterministic is None and np.isnan(im.bpp_estimated)  # neither optional pass ran
+        a = next((checked / "bitstreams").rglob(f"{im.image}.lic")).read_bytes()
+        b = next((quick / "bitstreams").rglob(f"{im.image}.lic"))
+        assert b.read_bytes() == a and im.bytes == len(a)
+        restored = quick / f"{im.image}.png"
+        assert main(["decompress", str(b), "--checkpoint", str(run_files["ckpt"]), "-o", str(restored)]) == 0
+
+
 def test_eval_fails_loudly_when_two_decodes_differ(run_files, monkeypatch: pytest.MonkeyPatch,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     import lictrain.evaluation.evaluate as ev
@@ -141,7 +161,7 @@ def test_eval_fails_loudly_when_two_decodes_differ(run_files, monkeypatch: pytes
 
     monkeypatch.setattr(ev, "load_codec", flaky_load)
     rc = main(["eval", str(run_files["ckpt"]), "--dataset", str(run_files["data"] / "a.png"), "--out-dir",
-               str(run_files["root"] / "flaky"), "--no-bitstreams", "--no-estimate", "--quiet"])
+               str(run_files["root"] / "flaky"), "--no-bitstreams", "--no-estimate", "--check-decode", "--quiet"])
     captured = capsys.readouterr()
     assert rc == 2
     assert "DIFFERENT" in captured.out

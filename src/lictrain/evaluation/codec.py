@@ -421,6 +421,14 @@ def decode_bytes(model: torch.nn.Module, info: CodecInfo, data: bytes, *, what: 
     return Decoded(pixels, stream, decode_s, matches)
 
 
+def with_reconstruction_crc(stream: bs.Bitstream, pixels: torch.Tensor) -> bytes:
+    """``stream``'s ``.lic`` bytes again, now carrying the CRC32 of ``pixels`` (its decode): what the
+    encoder's own verification decode would have stored, without a second decode."""
+    return bs.pack(model=stream.model, quality=stream.quality, fingerprint=stream.fingerprint, height=stream.height,
+                   width=stream.width, shape=stream.shape, strings=stream.strings,
+                   recon_crc=bs.reconstruction_crc(pixels.numpy().tobytes()), centred=stream.centred)
+
+
 # --------------------------------------------------------------------------- files
 
 

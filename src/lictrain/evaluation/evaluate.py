@@ -1,12 +1,14 @@
 """Evaluating learned codecs with real bitstreams.
 
-Per image: pad, ``compress``, pack the ``.lic`` bytes (optionally written to a file and read
-back), decode those bytes, crop, round to ``uint8``; bpp from the byte count, PSNR and
-MS-SSIM on the ``uint8`` images, encode/decode seconds, and the model's own rate estimate
-from its forward pass printed beside the real one. The encoder decodes its streams once to
-store a reconstruction checksum; the decoder decodes the file again: the two decodes must
-give identical pixels (``deterministic``), and :func:`evaluate_checkpoints` callers treat a
-difference as a failure.
+Per image, as CompressAI's ``eval_model`` does: pad, ``compress``, pack the ``.lic`` bytes,
+decode those bytes, crop, round to ``uint8``; bpp from the byte count of the whole file, PSNR
+and MS-SSIM on the ``uint8`` images, encode/decode seconds. The kept file carries the CRC32 of
+that decode, so ``lictrain decompress`` can prove it reproduces the same image.
+
+Two more passes are optional (each costs about one more decode or forward): ``check_decode``
+lets the encoder decode its own streams too and requires both decodes to give identical pixels
+(``deterministic``; callers treat a difference as a failure: such a decoder's bitstreams are not
+usable); ``estimate`` adds the model's rate estimate from a forward pass beside the real bpp.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import torch
 
 from lictrain.data import NamedImage
 from lictrain.errors import CheckpointError, DataError
-from lictrain.evaluation.codec import CodecInfo, decode_bytes, encode_image, load_codec, to_input
+from lictrain.evaluation.codec import (CodecInfo, decode_bytes, encode_image, load_codec, to_input,
+                                       with_reconstruction_crc)
 from lictrain.evaluation.metrics import bpp, ms_ssim_uint8, psnr_uint8
 from lictrain.evaluation.results import CurveResult, ImageResult, PointResult, safe_name
 
@@ -86,16 +89,17 @@ def evaluate_codec(
     images: Sequence[NamedImage],
     *,
     bitstream_dir: str | os.PathLike[str] | None = None,
-    estimate: bool = True,
+    estimate: bool = False,
     on_image: OnImage | None = None,
+    check_decode: bool = False,
 ) -> PointResult:
     """Evaluate one loaded codec on ``images`` with real bitstreams.
 
     Args:
-        bitstream_dir: write each ``<image>.lic`` there and decode the file read back; ``None``
-            decodes the bytes in memory (the same bytes a file would hold).
+        bitstream_dir: write each ``<image>.lic`` there (the bytes decoded are the file's).
         estimate: also run a forward pass for the estimated bpp.
         on_image: called after each image (progress).
+        check_decode: decode twice (encoder and decoder) and record whether the pixels agree.
 
     Raises:
         BitstreamError: a stream the model cannot decode, or a mismatching checkpoint.
@@ -108,17 +112,15 @@ def evaluate_codec(
         out_dir.mkdir(parents=True, exist_ok=True)
     for im in images:
         h, w = im.height, im.width
-        enc = encode_image(model, info, im.pixels, verify=True)
-        data = enc.data
+        enc = encode_image(model, info, im.pixels, verify=check_decode)
         what = f"the bitstream of {im.name}"
-        if out_dir is not None:
-            path = out_dir / f"{safe_name(im.name)}.lic"
-            path.write_bytes(data)
-            data, what = path.read_bytes(), str(path)
-        dec = decode_bytes(model, info, data, what=what, strict=False)
-        deterministic = bool(torch.equal(dec.pixels, enc.reconstruction))
-        if not deterministic:
+        dec = decode_bytes(model, info, enc.data, what=what, strict=False)
+        data = enc.data if check_decode else with_reconstruction_crc(dec.stream, dec.pixels)
+        deterministic = bool(torch.equal(dec.pixels, enc.reconstruction)) if check_decode else None
+        if deterministic is False:
             log.error("decoding %s twice gave different pixels", what)
+        if out_dir is not None:
+            (out_dir / f"{safe_name(im.name)}.lic").write_bytes(data)
         result = ImageResult(
             image=im.name, height=h, width=w, bytes=len(data), payload_bytes=enc.payload_bytes,
             bpp=bpp(len(data), h, w), bpp_payload=bpp(enc.payload_bytes, h, w),
@@ -141,10 +143,11 @@ def evaluate_checkpoints(
     model: str | None = None,
     quality: int | None = None,
     bitstream_dir: str | os.PathLike[str] | None = None,
-    estimate: bool = True,
+    estimate: bool = False,
     on_image: OnImage | None = None,
     description: str = "",
     pad: str = "replicate",
+    check_decode: bool = False,
 ) -> CurveResult:
     """Evaluate several checkpoints (one R-D point each) as one curve.
 
@@ -154,6 +157,7 @@ def evaluate_checkpoints(
         name: the curve's name (default: the first checkpoint's model name).
         model, quality: for weights-only files (safetensors, bare state dicts).
         bitstream_dir: keep the ``.lic`` files under ``<dir>/<point index>-<label>/``.
+        estimate, check_decode: the optional passes (see the module docstring).
 
     Raises:
         CheckpointError, ConfigError, BitstreamError: see :func:`load_codec` and :func:`evaluate_codec`.
@@ -166,7 +170,8 @@ def evaluate_checkpoints(
         sub = None
         if bitstream_dir is not None:
             sub = Path(bitstream_dir) / f"{i:02d}-{safe_name(info.label.replace(' ', '-'))}"
-        points.append(evaluate_codec(net, info, images, bitstream_dir=sub, estimate=estimate, on_image=on_image))
+        points.append(evaluate_codec(net, info, images, bitstream_dir=sub, estimate=estimate, on_image=on_image,
+                                     check_decode=check_decode))
         del net
     curve_name = name or (points[0].params["model"] if points else "learned")
     return CurveResult(curve_name, "learned", points, description, [im.name for im in images])

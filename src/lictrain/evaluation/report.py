@@ -141,7 +141,7 @@ def final_report(
     else:
         where = f"{len(images)} image(s)"
     images = list(images)
-    ours = evaluate_checkpoints(paths, images, device=device, name="ours", estimate=estimate)
+    ours = evaluate_checkpoints(paths, images, device=device, name="ours", estimate=estimate, check_decode=True)
     ref = evaluate_anchor(anchor, images, qualities, ms_ssim=False)  # the report compares PSNR only
     title = ANCHORS[anchor].title
     frame = rd_frame([ours, ref])
