@@ -157,13 +157,15 @@ def _classify(state: object) -> tuple[str | None, str]:
     keys = {_strip(k) for k in state}
     if not all(isinstance(k, str) for k in keys):
         return None, "it has non-string keys"
+    # Both prefixes together exist only in HPCM (the official Phi-context variant has no attention).
+    # Checked first: the manifests below build both architectures (seconds), which every CompressAI
+    # checkpoint read by eval/compress would otherwise pay.
+    if not any(k.startswith("attn_s") for k in keys) or not any(k.startswith("y_spatial_prior_") for k in keys):
+        return None, "it lacks HPCM's attention or spatial-prior tensors"
     base, large = set(official_manifest(BASE_NAME)), set(official_manifest(LARGE_NAME))
     foreign = sorted(keys - base - large - _OFFICIAL_BUFFERS)
     if foreign:
         return None, f"{len(foreign)} names are not HPCM-Base/Large's (e.g. {foreign[0]!r})"
-    # Both prefixes together exist only in HPCM (the official Phi-context variant has no attention).
-    if not any(k.startswith("attn_s") for k in keys) or not any(k.startswith("y_spatial_prior_") for k in keys):
-        return None, "it lacks HPCM's attention or spatial-prior tensors"
     base_only, large_only = keys & (base - large), keys & (large - base)
     if base_only and large_only:
         return None, f"it mixes Base ({min(base_only)!r}) and Large ({min(large_only)!r}) layers"
