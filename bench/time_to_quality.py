@@ -43,6 +43,7 @@ from lictrain.data import load_builtin
 from lictrain.evaluation.anchors import evaluate_anchor
 from lictrain.evaluation.evaluate import evaluate_checkpoints
 from lictrain.evaluation.rd import bd_table, plot_rd, rd_frame
+from lictrain.figures import legend_outside, limit_to_bulk, readable_ticks
 from lictrain.tracking.records import read_metrics
 from lictrain.training.advice import read_run, timeline
 from lictrain.training.fit import fit
@@ -101,17 +102,23 @@ def plot_progress(curves: dict[str, Path], out: Path, title: str) -> None:
     fig = Figure(figsize=(12, 4.6), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2)
+    all_psnr, all_loss, runs = [], [], []
     for name, run_dir in curves.items():
         xs, psnr, loss = progress_of(run_dir)
         axes[0].plot(xs, psnr, marker=".", label=name)
         axes[1].plot(xs, loss, marker=".", label=name)
+        all_psnr += psnr
+        all_loss += loss
+        runs += [name] * len(psnr)
     axes[0].set_ylabel("test PSNR (dB, estimated pass)")
     axes[1].set_ylabel("test loss (bpp + λ·255²·MSE)")
     axes[1].set_yscale("log")
-    for ax in axes:
+    for ax, values in ((axes[0], all_psnr), (axes[1], all_loss)):
         ax.set_xlabel("wall minutes (2-core CPU unless noted)")
         ax.grid(True, alpha=0.3)
-    axes[0].legend(fontsize=8)
+        readable_ticks(ax)
+        limit_to_bulk(ax, ys=values, groups=runs)  # a diverged recipe must not squash the others
+    legend_outside(axes[1])
     fig.suptitle(title)
     fig.savefig(out, dpi=120)
 

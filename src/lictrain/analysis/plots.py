@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lictrain.figures import legend_outside, limit_to_bulk, readable_ticks
+
 __all__ = ["plot_heatmaps", "plot_comparison", "plot_rd_curves", "plot_pareto", "plot_importance", "grid_shape"]
 
 DPI = 110
@@ -110,7 +112,9 @@ def plot_comparison(table: pd.DataFrame, param: str, path: Path, left: str = "ps
             ax.set_xticks(list(positions.values()), [_fmt(v) for v in positions])
         ax.set_title(_lambda_title(lam))
         ax.grid(alpha=0.3)
-        ax.legend(handles=[h1, h2], loc="best", fontsize="small")
+        readable_ticks(ax, x=not (log_x or positions))
+        readable_ticks(twin, x=False)
+        legend_outside(ax, where="below", handles=[h1, h2])
     for ax in axes[len(lambdas):]:
         ax.set_visible(False)
     fig.suptitle(f"PSNR and bpp vs {param}")
@@ -139,10 +143,9 @@ def plot_rd_curves(rd: pd.DataFrame, bd: pd.DataFrame, path: Path, rate: str = "
     ax.set_ylabel("PSNR (dB)" if distortion == "psnr" else distortion)
     ax.set_title("RD curves per configuration (one point per λ)")
     ax.grid(alpha=0.3)
-    if many:
-        ax.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.01, 0.5))
-    else:
-        ax.legend(fontsize="small", loc="lower right")
+    readable_ticks(ax)
+    limit_to_bulk(ax, rd[rate].tolist(), rd[distortion].tolist())
+    legend_outside(ax, fontsize="x-small" if many else "small")  # beside the axes: never over a curve
     return _save(fig, path)
 
 
@@ -164,7 +167,9 @@ def plot_pareto(table: pd.DataFrame, path: Path, rate: str = "bpp", distortion: 
     ax.set_ylabel("PSNR (dB)" if distortion == "psnr" else distortion)
     ax.set_title(f"bpp vs PSNR: {len(table)} finished runs")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize="small")
+    readable_ticks(ax)
+    limit_to_bulk(ax, table[rate].tolist(), table[distortion].tolist())
+    legend_outside(ax, where="below")
     return _save(fig, path)
 
 

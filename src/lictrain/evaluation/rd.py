@@ -32,6 +32,7 @@ import pandas as pd
 from lictrain.errors import ConfigError
 from lictrain.evaluation.metrics import ms_ssim_db
 from lictrain.evaluation.results import CurveResult
+from lictrain.figures import legend_outside, readable_ticks
 
 BD_METHOD = "pchip"
 MIN_POINTS = 4  # JVET CTC
@@ -47,8 +48,10 @@ def rd_frame(curves: Sequence[CurveResult]) -> pd.DataFrame:
                          "bpp_payload": m["bpp_payload"], "bpp_estimated": m["bpp_estimated"], "psnr": m["psnr"],
                          "ms_ssim": m["ms_ssim"], "ms_ssim_db": ms_ssim_db(m["ms_ssim"]),
                          "encode_s": m["encode_s"], "decode_s": m["decode_s"]})
-    return pd.DataFrame(rows, columns=["curve", "kind", "point", "bpp", "bpp_payload", "bpp_estimated", "psnr",
-                                       "ms_ssim", "ms_ssim_db", "encode_s", "decode_s"])
+    frame = pd.DataFrame(rows, columns=["curve", "kind", "point", "bpp", "bpp_payload", "bpp_estimated", "psnr",
+                                        "ms_ssim", "ms_ssim_db", "encode_s", "decode_s"])
+    frame.attrs["images"] = sorted({im for c in curves for im in (c.images or [])})  # the image set, for titles
+    return frame
 
 
 @dataclass
@@ -203,12 +206,15 @@ def plot_rd(frame: pd.DataFrame, out: str | Path, *, bd: pd.DataFrame | None = N
         ax.set_xlabel("bits per pixel (whole file)")
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
-        ax.ticklabel_format(useOffset=False)  # "1e-7+6.53626" offsets are unreadable
+        readable_ticks(ax)  # no "1e-7+6.53626" offsets, no crowded labels
         if xlim is not None:
             ax.set_xlim(*xlim)
-        ax.legend(fontsize=8)
+        legend_outside(ax, where="below", fontsize=8)
     if ylim is not None:
         axes[0].set_ylim(*ylim)
+    if title is None:  # name the image set: R-D numbers mean nothing without it
+        images = list(frame.attrs.get("images") or [])
+        title = f"{len(images)} image(s): {', '.join(images[:4])}{', ...' if len(images) > 4 else ''}" if images else ""
     if title:
         fig.suptitle(title)
     path = Path(out).expanduser()
