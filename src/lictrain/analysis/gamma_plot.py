@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lictrain.errors import ConfigError
+from lictrain.figures import readable_ticks
 from lictrain.schedules.gamma import STRATEGIES, build_gamma_scheduler
 
 __all__ = ["gamma_curves", "plot_gamma_curves", "simulated_loss", "SIMULATED_LOSS_FORMULA"]
@@ -165,6 +166,7 @@ def plot_gamma_curves(
 
     n = len(curves)
     fig = Figure(figsize=(3.6 * n + 0.6, 3.6), layout="constrained")
+    fig.get_layout_engine().set(wspace=0.06)
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, n, sharey=True, squeeze=False)[0]
     for i, (ax, (name, values)) in enumerate(zip(axes, curves.items())):
@@ -173,6 +175,7 @@ def plot_gamma_curves(
         ax.set_xlabel("epoch")
         ax.grid(True, alpha=0.3)
         ax.set_xlim(0, max(len(values) - 1, 1))
+        readable_ticks(ax, nbins=4)  # side-by-side panels: "3000" and the next "0" must not touch
         if notes and name in notes:
             ax.text(0.02, 0.02, notes[name], transform=ax.transAxes, fontsize=7,
                     va="bottom", ha="left", color="0.3")
