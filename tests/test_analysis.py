@@ -432,3 +432,27 @@ def test_malformed_run_json_is_skipped_with_a_warning(record: str, tmp_path: Pat
     analyzer = HyperparameterAnalyzer(tmp_path)
     df = analyzer.load_results()
     assert len(df) == 1 and any("bad" in w and "not a JSON object" in w for w in analyzer.warnings)
+
+
+def test_analyze_defaults_to_the_metric_the_runs_optimised(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from lictrain.analysis.objective import optimised_metric
+
+    (tmp_path / "sweep.json").write_text(json.dumps({"mode": "optuna", "objective": "loss", "base_config": {}}))
+    assert optimised_metric(tmp_path)[0] == "loss"
+    (tmp_path / "sweep.json").write_text(json.dumps({"mode": "optuna", "objective": "bpp-psnr",
+                                                     "base_config": {"metric": "ms-ssim"}}))
+    assert optimised_metric(tmp_path)[0] == "ms_ssim"
+    (tmp_path / "sweep.json").unlink()
+    assert optimised_metric(tmp_path, pd.DataFrame({"metric": ["ms-ssim", "ms-ssim"]}))[0] == "ms_ssim"
+    assert optimised_metric(tmp_path, pd.DataFrame({"metric": ["ms-ssim", "mse"]}))[0] == "psnr"
+    assert optimised_metric(tmp_path)[0] == "psnr"
+
+
+def test_html_report_renders_inline_markdown_and_escapes_run_text() -> None:
+    from lictrain.analysis.report import inline_html
+
+    assert inline_html("Metric: **psnr**, see `runs.csv`") == "Metric: <strong>psnr</strong>, see <code>runs.csv</code>"
+    assert "<script>" not in inline_html("run <script>alert(1)</script>")  # names from folders are text
+    assert "javascript:" not in inline_html("[x](javascript:alert(1))")

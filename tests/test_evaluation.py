@@ -230,3 +230,22 @@ def test_final_report_gives_bd_rate_with_four_points(monkeypatch: pytest.MonkeyP
     report = report_module.final_report(["a", "b", "c", "d"], "cpu", [NamedImage("a", smooth_image(64, 96))])
     assert "BD-rate vs JPEG 4:2:0 (PSNR, pchip)" in report.text and "needs >=" not in report.text
     assert report.bd_rate is not None and np.isfinite(report.bd_rate)
+
+
+def test_an_ms_ssim_run_is_compared_with_jpeg_on_ms_ssim(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ours = JPEG 4:4:4 at four qualities: on MS-SSIM (dB) the BD numbers are JPEG 4:4:4's vs 4:2:0's,
+    computed on MS-SSIM, and no line speaks of PSNR gaps."""
+    import lictrain.evaluation.report as report_module
+    from lictrain.evaluation.anchors import evaluate_anchor
+    from lictrain.evaluation.rd import bd_delta, rd_frame
+
+    image = NamedImage("a", smooth_image(192, 192))
+    ours = evaluate_anchor("jpeg444", [image], (30, 50, 70, 90), ms_ssim=True)
+    ours.name, ours.kind = "ours", "learned"
+    monkeypatch.setattr(report_module, "evaluate_checkpoints", lambda paths, images, **kwargs: ours)
+    report = report_module.final_report(["a", "b", "c", "d"], "cpu", [image], metric="ms-ssim")
+    assert "compared with JPEG 4:2:0 on MS-SSIM in dB" in report.text
+    assert "BD-rate vs JPEG 4:2:0 (MS-SSIM, pchip)" in report.text and "dB PSNR" not in report.text
+    frame = rd_frame([ours, report.anchor])
+    a, o = frame[frame.curve == "jpeg420"], frame[frame.curve == "ours"]
+    assert report.bd_rate == pytest.approx(bd_delta(a.bpp, a.ms_ssim_db, o.bpp, o.ms_ssim_db).bd_rate)

@@ -23,7 +23,7 @@ from lictrain.errors import ConfigError, DataError
 if TYPE_CHECKING:  # pragma: no cover
     from lictrain.analysis.analyzer import HyperparameterAnalyzer
 
-__all__ = ["write_report", "markdown_table", "html_table"]
+__all__ = ["write_report", "markdown_table", "html_table", "inline_html"]
 
 #: rows of the full runs table in the report (the CSV next to it has them all)
 MAX_RUN_ROWS = 200
@@ -60,6 +60,14 @@ def html_table(df: pd.DataFrame) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>\n"
 
 
+def inline_html(text: str) -> str:
+    """The report's inline Markdown (``**bold**``, `` `code` ``, links) as HTML. CommonMark by
+    markdown-it-py with raw HTML off: run names and values from run folders are escaped, never markup."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": False}).renderInline(text)
+
+
 class _Doc:
     """Collects blocks, renders Markdown or HTML."""
 
@@ -68,10 +76,10 @@ class _Doc:
         self.parts: list[str] = []
 
     def heading(self, text: str, level: int = 2) -> None:
-        self.parts.append(f"{'#' * level} {text}\n" if self.fmt == "md" else f"<h{level}>{html.escape(text)}</h{level}>\n")
+        self.parts.append(f"{'#' * level} {text}\n" if self.fmt == "md" else f"<h{level}>{inline_html(text)}</h{level}>\n")
 
     def text(self, text: str) -> None:
-        self.parts.append(f"{text}\n" if self.fmt == "md" else f"<p>{html.escape(text)}</p>\n")
+        self.parts.append(f"{text}\n" if self.fmt == "md" else f"<p>{inline_html(text)}</p>\n")
 
     def bullets(self, items: list[str]) -> None:
         if not items:
@@ -79,7 +87,7 @@ class _Doc:
         if self.fmt == "md":
             self.parts.append("".join(f"- {i}\n" for i in items))
         else:
-            self.parts.append("<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>\n")
+            self.parts.append("<ul>" + "".join(f"<li>{inline_html(i)}</li>" for i in items) + "</ul>\n")
 
     def table(self, df: pd.DataFrame) -> None:
         self.parts.append(markdown_table(df) if self.fmt == "md" else html_table(df))

@@ -30,7 +30,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("analyze", help=HELP, description=HELP + ". Reads run.json, W&B offline and "
                               "synced runs below RESULTS_DIR, without a network.")
     p.add_argument("results_dir", metavar="RESULTS_DIR", help="folder holding the runs (e.g. a sweep's --out)")
-    add_flag(p, "metric", default="psnr", help="metric to rank and fit (default psnr; e.g. bpp, loss, ms_ssim)")
+    add_flag(p, "metric", default=None,
+             help="metric to rank and fit (psnr, ms_ssim, loss, bpp, ...); default: what the runs optimised (an "
+                  "Optuna study's objective; ms_ssim for MS-SSIM-trained runs; else psnr)")
     add_flag(p, "lambda", dest="lambda_value", type=float, default=None, metavar="X",
              help="recommendations, heatmap and importance at this λ only (default: every λ; RD curves, "
                   "comparisons and the Pareto front always use every λ)")
@@ -55,7 +57,6 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--top-k must be >= 1, got {args.top_k}")
     results = Path(args.results_dir).expanduser()
     out = Path(args.out).expanduser() if args.out else results / "analysis"
-    maximize = MAXIMIZE.get(args.metric, True) if args.maximize is None else args.maximize
     from lictrain.cli.common import check_output
 
     check_output(out / f"report.{args.format}", named=args.out is not None, force=args.force, flag="--out")
@@ -63,6 +64,12 @@ def run(args: argparse.Namespace) -> int:
     df = analyzer.load_results()
     log.info("read %d run(s) from %s (%s)", len(df), results,
              ", ".join(f"{n} {s}" for s, n in df["state"].value_counts().items()))
+    if args.metric is None:
+        from lictrain.analysis.objective import optimised_metric
+
+        args.metric, why = optimised_metric(results, df)
+        log.info("metric: %s (%s; --metric chooses another)", args.metric, why)
+    maximize = MAXIMIZE.get(args.metric, True) if args.maximize is None else args.maximize
     path = analyzer.report(out, fmt=args.format, metric=args.metric, lambda_value=args.lambda_value,
                            maximize=maximize, top_k=args.top_k)
     try:

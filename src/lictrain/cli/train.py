@@ -340,7 +340,7 @@ def closing_evaluation(cfg: TrainConfig, result: Any) -> str:
     log.info("closing evaluation of %s (real bitstreams%s; --no-final-eval skips it)", best.name,
              f", about {estimated:.0f} s" if estimated else "")
     started = time.perf_counter()
-    report = final_report(best, resolve_device(cfg.device), images)
+    report = final_report(best, resolve_device(cfg.device), images, metric=cfg.metric)
     seconds = time.perf_counter() - started
     log.info("%s", report.text)
     log.info("closing evaluation took %.0f s%s", seconds, f" (estimated {estimated:.0f} s)" if estimated else "")

@@ -14,6 +14,7 @@ import torch
 from lictrain.data import NamedImage
 from lictrain.evaluation.anchors import ANCHORS, evaluate_anchor
 from lictrain.evaluation.evaluate import evaluate_checkpoints
+from lictrain.evaluation.metrics import ms_ssim_db
 from lictrain.evaluation.rd import MIN_POINTS, bd_delta, interpolate_curve, rd_frame
 from lictrain.evaluation.results import CurveResult
 
@@ -116,6 +117,7 @@ def final_report(
     anchor: str = "jpeg420",
     qualities: Sequence[int] = REPORT_QUALITIES,
     estimate: bool = False,
+    metric: str = "mse",
 ) -> FinalReport:
     """Evaluate checkpoint(s) with real bitstreams and place them beside JPEG's R-D curve.
 
@@ -126,6 +128,9 @@ def final_report(
     more forward pass, about 60% more time); the anchor's PSNR at our bpp
     and the bpp it needs for our PSNR (pchip over log-rate); and with >= 4 checkpoints the
     BD-rate against the anchor (``bjontegaard``, pchip).
+
+    ``metric``: the distortion the run optimised (``mse`` or ``ms-ssim``); an MS-SSIM run is
+    compared with the anchor on MS-SSIM in dB, else on PSNR.
 
     Never raises for a nondeterministic decoder: that is a ``WARNING`` line in the text.
 
@@ -142,28 +147,37 @@ def final_report(
         where = f"{len(images)} image(s)"
     images = list(images)
     ours = evaluate_checkpoints(paths, images, device=device, name="ours", estimate=estimate, check_decode=True)
-    ref = evaluate_anchor(anchor, images, qualities, ms_ssim=False)  # the report compares PSNR only
+    by_ms_ssim = metric == "ms-ssim"  # an MS-SSIM-trained codec is judged on MS-SSIM (dB), else PSNR
+    ref = evaluate_anchor(anchor, images, qualities, ms_ssim=by_ms_ssim)
     title = ANCHORS[anchor].title
     frame = rd_frame([ours, ref])
     a = frame[frame.curve == anchor]
+    column, what = ("ms_ssim_db", "MS-SSIM") if by_ms_ssim else ("psnr", "PSNR")
+    ref_q = a[column]
+
+    def quality(m: dict) -> float:
+        return ms_ssim_db(m["ms_ssim"]) if by_ms_ssim else m["psnr"]
 
     names = ", ".join(im.name for im in images)
-    lines = [f"final evaluation on {where} ({names}): real bitstreams, bpp of the whole .lic file"]
+    lines = [f"final evaluation on {where} ({names}): real bitstreams, bpp of the whole .lic file; compared with "
+             f"{title} on {what}" + (" in dB, -10·log10(1 - MS-SSIM), the metric this run optimised" if by_ms_ssim
+                                     else "")]
     at_rate, at_quality = [], []
     for p in ours.sorted_points():
         m = p.mean
+        q = quality(m)
         lines.append(
             f"  ours {p.label}: {m['bpp']:.4f} bpp (payload {m['bpp_payload']:.4f}"
             + (f", estimated {m['bpp_estimated']:.4f}), " if estimate else "), ")
-            + f"PSNR {m['psnr']:.2f} dB, MS-SSIM {_f(m['ms_ssim'], '.4f', 0)}; "
+            + f"PSNR {m['psnr']:.2f} dB, MS-SSIM {_f(m['ms_ssim'], '.4f', 0)} ({_f(ms_ssim_db(m['ms_ssim']), '.2f', 0)} dB); "
             f"encode {m['encode_s']:.2f} s, decode {m['decode_s']:.2f} s per image"
         )
         if p.deterministic is False:
             bad = ", ".join(im.image for im in p.images if im.deterministic is False)
             lines.append(f"  WARNING: decoding the same bytes twice gave different pixels ({bad}): "
                          "this codec is not usable as a real codec on this device")
-        q_at = interpolate_curve(a.bpp, a.psnr, at_rate=m["bpp"])
-        r_at = interpolate_curve(a.bpp, a.psnr, at_quality=m["psnr"])
+        q_at = interpolate_curve(a.bpp, ref_q, at_rate=m["bpp"])
+        r_at = interpolate_curve(a.bpp, ref_q, at_quality=q)
         at_rate.append(q_at)
         at_quality.append(r_at)
         lo, hi = a.bpp.min(), a.bpp.max()
@@ -172,23 +186,23 @@ def final_report(
             lines.append(f"    at {m['bpp']:.4f} bpp: {side} {title}'s range ({lo:.3f}..{hi:.3f} bpp, quality "
                          f"{min(qualities)}..{max(qualities)})")
         else:
-            lines.append(f"    at {m['bpp']:.4f} bpp {title} reaches {q_at:.2f} dB: ours is {m['psnr'] - q_at:+.2f} dB")
+            lines.append(f"    at {m['bpp']:.4f} bpp {title} reaches {q_at:.2f} dB {what}: ours is {q - q_at:+.2f} dB")
         if math.isnan(r_at):
-            side = "below" if m["psnr"] < a.psnr.min() else "above"
-            lines.append(f"    for {m['psnr']:.2f} dB: {side} {title}'s range ({a.psnr.min():.2f}..{a.psnr.max():.2f} dB)")
+            side = "below" if q < ref_q.min() else "above"
+            lines.append(f"    for {q:.2f} dB {what}: {side} {title}'s range ({ref_q.min():.2f}..{ref_q.max():.2f} dB)")
         else:
             saving = (m["bpp"] / r_at - 1) * 100
-            lines.append(f"    for {m['psnr']:.2f} dB {title} needs {r_at:.4f} bpp: ours uses {abs(saving):.1f}% "
+            lines.append(f"    for {q:.2f} dB {what} {title} needs {r_at:.4f} bpp: ours uses {abs(saving):.1f}% "
                          f"{'fewer' if saving < 0 else 'more'} bits")
     lines.append(f"  {title} (Pillow, quality {min(qualities)}..{max(qualities)}): {a.bpp.min():.3f}..{a.bpp.max():.3f} bpp, "
-                 f"{a.psnr.min():.2f}..{a.psnr.max():.2f} dB")
+                 f"{ref_q.min():.2f}..{ref_q.max():.2f} dB {what}")
     bd_rate = bd_psnr = None
     n = len(ours.points)
     if n >= MIN_POINTS:
         o = frame[frame.curve == "ours"]
-        res = bd_delta(a.bpp, a.psnr, o.bpp, o.psnr)
+        res = bd_delta(a.bpp, ref_q, o.bpp, o[column])
         bd_rate, bd_psnr = res.bd_rate, res.bd_quality
-        lines.append(f"  BD-rate vs {title} (PSNR, pchip): {_pct(bd_rate)}, BD-PSNR {_f(bd_psnr, '+.3f', 0)} dB "
+        lines.append(f"  BD-rate vs {title} ({what}, pchip): {_pct(bd_rate)}, BD-{what} {_f(bd_psnr, '+.3f', 0)} dB "
                      f"over {n} points")
         lines += [f"  warning: {note}" for note in res.notes]
     else:
