@@ -455,4 +455,4 @@ def test_html_report_renders_inline_markdown_and_escapes_run_text() -> None:
 
     assert inline_html("Metric: **psnr**, see `runs.csv`") == "Metric: <strong>psnr</strong>, see <code>runs.csv</code>"
     assert "<script>" not in inline_html("run <script>alert(1)</script>")  # names from folders are text
-    assert "javascript:" not in inline_html("[x](javascript:alert(1))")
+    assert "href" not in inline_html("[x](javascript:alert(1))")  # not made a link
