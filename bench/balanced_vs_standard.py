@@ -160,16 +160,21 @@ def summarise(results: list[dict[str, Any]], args: argparse.Namespace, step_seco
         rows = sorted((r for r in results if r["variant"] == variant and r["seed"] == seed), key=lambda r: r["lmbda"])
         return [r["bpp"] for r in rows], [r["psnr"] for r in rows]
 
+    lambdas = sorted({r["lmbda"] for r in results})
+
     seeds = sorted({r["seed"] for r in results})
     bd: dict[str, Any] = {}
+    bd_notes: dict[str, list[list[str]]] = {}
     for variant in VARIANTS:
         if variant == "standard" or not any(r["variant"] == variant for r in results):
             continue
         per_seed = {}
         for seed in seeds:
             ref, test = curve("standard", seed), curve(variant, seed)
-            if len(ref[0]) == len(test[0]) == len(args.lambdas):
+            if len(test[0]) == len(args.lambdas) and len(ref[0]) >= len(args.lambdas):
+                # the standard curve may hold extra λ (--standard-extra-lambdas) that reach the balanced rates
                 per_seed[seed] = bd_delta(ref[0], ref[1], test[0], test[1])
+        bd_notes.setdefault(variant, []).extend(list(r.notes) for r in per_seed.values())
         rates = [r.bd_rate for r in per_seed.values()]
         psnrs = [r.bd_quality for r in per_seed.values()]
         mean, half = t_interval(rates) if rates else (math.nan, math.nan)
@@ -178,7 +183,7 @@ def summarise(results: list[dict[str, Any]], args: argparse.Namespace, step_seco
                        "per_seed_bd_psnr": {str(s): r.bd_quality for s, r in per_seed.items()},
                        "bd_rate_mean": mean, "bd_rate_ci95": half, "bd_psnr_mean": qmean, "bd_psnr_ci95": qhalf}
     table = []
-    for lmbda in args.lambdas:
+    for lmbda in lambdas:
         row: dict[str, Any] = {"lambda": lmbda}
         for variant in VARIANTS:
             points = [r for r in results if r["variant"] == variant and r["lmbda"] == lmbda]
@@ -190,6 +195,8 @@ def summarise(results: list[dict[str, Any]], args: argparse.Namespace, step_seco
         table.append(row)
     return {"model": args.model, "patch_size": args.patch_size, "batch_size": args.batch_size, "minutes": args.minutes,
             "threads": args.threads, "device": args.device, "seeds": seeds, "lambdas": args.lambdas,
+            "standard_lambdas": sorted({r["lmbda"] for r in results if r["variant"] == "standard"}),
+            "bd_notes": {v: [n for seed_notes in bd_notes.get(v, []) for n in seed_notes] for v in bd_notes},
             "step_seconds": step_seconds, "bd_vs_standard": bd, "table": table}
 
 
@@ -272,6 +279,9 @@ def main() -> None:
     parser.add_argument("--timing-rounds", type=int, default=8)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--standard-extra-lambdas", type=float, nargs="*", default=[0.0009, 0.0018],
+                        help="standard runs at these λ too, so that standard's curve reaches the lower rates the "
+                             "balanced variants land on (a BD-rate needs overlapping curves)")
     parser.add_argument("--finetune-from", metavar="WORK",
                         help="start every run from the standard run of the same λ and seed in this earlier --work "
                              "(the second half of a longer run: does balancing pay once the model is trained?)")
@@ -293,6 +303,8 @@ def main() -> None:
     standard_steps = args.minutes * 60 / step_seconds["standard"]
     specs = [run_spec(args, variant, lmbda, seed, round(standard_steps * step_seconds["standard"] / step_seconds[variant]))
              for seed in args.seeds for lmbda in args.lambdas for variant in args.variants]
+    specs += [run_spec(args, "standard", lmbda, seed, round(standard_steps))
+              for seed in args.seeds for lmbda in args.standard_extra_lambdas]
     results = []
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(train_and_evaluate, spec): spec for spec in specs}
