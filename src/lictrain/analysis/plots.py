@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lictrain.figures import legend_outside, limit_to_bulk, readable_ticks
+from lictrain.figures import bulk_limits, legend_outside, limit_to_bulk, readable_ticks
 
 __all__ = ["plot_heatmaps", "plot_comparison", "plot_rd_curves", "plot_pareto", "plot_importance", "grid_shape"]
 
@@ -67,7 +67,12 @@ def plot_heatmaps(tables: dict[Any, pd.DataFrame], param1: str, param2: str, met
         shown = table.copy()
         shown.index = [_fmt(v) for v in shown.index]
         shown.columns = [_fmt(v) for v in shown.columns]
-        sns.heatmap(shown, annot=True, fmt=".4g", cmap="viridis", ax=ax, cbar_kws={"label": metric})
+        # the colour scale spans the bulk of the cells: one diverged configuration would grey out the
+        # differences that matter (it keeps its printed value, at the scale's end colour)
+        limits = bulk_limits(shown.to_numpy(float).ravel().tolist(), pad=0.0)
+        vmin, vmax = limits if limits else (None, None)
+        sns.heatmap(shown, annot=True, fmt=".4g", cmap="viridis", ax=ax, vmin=vmin, vmax=vmax,
+                    cbar_kws={"label": metric})
         ax.set_xlabel(param2)
         ax.set_ylabel(param1)
         ax.set_title(f"{metric}: {_lambda_title(lam)}")
