@@ -230,25 +230,37 @@ def plot(summary: dict[str, Any], results: list[dict[str, Any]], out: Path) -> N
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from lictrain.figures import legend_outside, limit_to_bulk, readable_ticks
+
     colours = {"standard": "tab:gray", "next-batch": "tab:blue", "same-batch": "tab:orange"}
-    fig, ax = plt.subplots(figsize=(6.4, 4.6), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(7.6, 4.6), constrained_layout=True)
+    xs, ys, groups = [], [], []
     for variant in VARIANTS:
         pts = [r for r in results if r["variant"] == variant]
+        if not pts:
+            continue
         ax.scatter([p["bpp"] for p in pts], [p["psnr"] for p in pts], s=10, alpha=0.35, color=colours[variant])
-        means = [row[variant] for row in summary["table"] if variant in row]
-        ax.plot([m["bpp"] for m in means], [m["psnr"] for m in means], "o-", color=colours[variant], label=variant)
+        lambdas = sorted({p["lmbda"] for p in pts})
+        medians = [(statistics.median(p["bpp"] for p in pts if p["lmbda"] == lam),
+                    statistics.median(p["psnr"] for p in pts if p["lmbda"] == lam)) for lam in lambdas]
+        ax.plot(*zip(*medians), "o-", color=colours[variant], label=variant)
+        xs += [p["bpp"] for p in pts]
+        ys += [p["psnr"] for p in pts]
+        groups += [(variant, p["seed"]) for p in pts]
     ax.set_xlabel("bpp (real bitstreams, chelsea + coffee)")
     ax.set_ylabel("PSNR (dB)")
-    ax.set_title(f"{summary['model']}: equal wall-clock, mean of {len(summary['seeds'])} seeds (dots: each seed)",
-                 fontsize=10)
-    ax.ticklabel_format(useOffset=False)
+    ax.set_title(f"{summary['model']}: equal wall-clock; lines: median of {len(summary['seeds'])} seeds per λ, "
+                 "dots: each run", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    readable_ticks(ax)
+    limit_to_bulk(ax, xs, ys, groups=groups)
+    legend_outside(ax)
     fig.savefig(out / "rd.png", dpi=130)
     plt.close(fig)
 
     lambdas = summary["lambdas"]
-    fig, axes = plt.subplots(1, len(lambdas), figsize=(3.2 * len(lambdas), 3.2), sharey=True, constrained_layout=True)
+    fig, axes = plt.subplots(1, len(lambdas), figsize=(3.2 * len(lambdas) + 1.2, 3.2), sharey=True,
+                             constrained_layout=True)
     for ax, lmbda in zip(axes, lambdas):
         for variant in ("next-batch", "same-batch"):
             for r in (r for r in results if r["variant"] == variant and r["lmbda"] == lmbda):
@@ -261,7 +273,7 @@ def plot(summary: dict[str, Any], results: list[dict[str, Any]], out: Path) -> N
         ax.set_xlabel("fraction of training")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("weight of the distortion task")
-    axes[-1].legend(loc="best", fontsize=8)
+    legend_outside(axes[-1], fontsize=8)
     fig.savefig(out / "weights.png", dpi=130)
     plt.close(fig)
 
