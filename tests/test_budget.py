@@ -222,3 +222,13 @@ def test_budget_holds_when_the_pace_halves_mid_run(image_folder: Path, tmp_path:
         last = read_metrics(result.run_dir)[-1]
         assert last["epoch"] == 0 and "epoch_fraction" not in last  # the epoch was completed from its cut
         assert last["train_images_per_second"] > 0
+
+
+def test_a_stalling_calibration_says_what_to_do(caplog: pytest.LogCaptureFixture) -> None:
+    from lictrain.training.budget import warn_if_stalling
+
+    with caplog.at_level("WARNING"):
+        warn_if_stalling([7.0, 0.3, 0.2, 0.21, 0.2, 0.22, 0.2], torch.device("cpu"))  # a first step is no stall
+        assert not caplog.records
+        warn_if_stalling([0.5, 0.3, 0.2, 25.0, 0.2, 0.22, 0.2], torch.device("cpu"))
+    assert "OMP_WAIT_POLICY=PASSIVE" in caplog.text and "125x the median" in caplog.text

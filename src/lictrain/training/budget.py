@@ -99,25 +99,42 @@ def plan_steps(available_seconds: float, steps_per_epoch: int, step_seconds: flo
     return max(steps, 1)
 
 
-def measure_step_seconds(step: Callable[[torch.Tensor], Any], batches: Iterable[torch.Tensor],
-                         device: torch.device, max_seconds: float | None = None) -> float:
-    """Median seconds of ``step`` over :data:`TIMED_STEPS` batches, after :data:`WARMUP_STEPS`.
-
-    The median, because one step caught in a burst of other work on a shared machine must not
-    set the plan; ``max_seconds`` stops the timing early (after at least one timed step) when the
-    machine is so busy that the calibration itself would eat the budget.
-    """
+def step_times(step: Callable[[torch.Tensor], Any], batches: Iterable[torch.Tensor], device: torch.device,
+               max_seconds: float | None = None) -> list[float]:
+    """Seconds of each of :data:`WARMUP_STEPS` + up to :data:`TIMED_STEPS` calls of ``step``;
+    ``max_seconds`` ends the timing early (after at least one timed step) on a very busy machine."""
     from lictrain.training.loop import to_device
 
     started = time.perf_counter()
     times: list[float] = []
-    for i, batch in enumerate(itertools.islice(_cycle(batches), WARMUP_STEPS + TIMED_STEPS)):
-        seconds = measure_seconds(lambda: step(to_device(batch, device)), device)
-        if i >= WARMUP_STEPS:
-            times.append(seconds)
-            if max_seconds is not None and time.perf_counter() - started > max_seconds:
-                break
-    return statistics.median(times)
+    for batch in itertools.islice(_cycle(batches), WARMUP_STEPS + TIMED_STEPS):
+        times.append(measure_seconds(lambda: step(to_device(batch, device)), device))
+        if len(times) > WARMUP_STEPS and max_seconds is not None and time.perf_counter() - started > max_seconds:
+            break
+    return times
+
+
+def measure_step_seconds(step: Callable[[torch.Tensor], Any], batches: Iterable[torch.Tensor],
+                         device: torch.device, max_seconds: float | None = None) -> float:
+    """Median seconds of ``step`` over the timed steps of :func:`step_times`: one step caught in a
+    burst of other work on a shared machine must not set the plan."""
+    return statistics.median(step_times(step, batches, device, max_seconds)[WARMUP_STEPS:])
+
+
+#: a calibration step this many times slower than the median means other work fights for the cores
+STALL_RATIO = 5.0
+
+
+def warn_if_stalling(times: list[float], device: torch.device) -> None:
+    """Say what to do when some calibration steps stall (CPU threads descheduled by other jobs)."""
+    timed = times[WARMUP_STEPS:] or times
+    median = statistics.median(timed)
+    worst = max(times[1:] or times)  # the very first step compiles and allocates: never a stall
+    if device.type == "cpu" and median > 0 and worst > STALL_RATIO * median:
+        log.warning("a calibration step took %.1f s, %.0fx the median %.2f s: other work competes for the CPU cores "
+                    "and this process's threads stall waiting for each other; on a shared machine set "
+                    "OMP_WAIT_POLICY=PASSIVE (steady steps, about 1.8x slower on an idle machine here) or fewer "
+                    "threads (OMP_NUM_THREADS) (docs/training.md)", worst, worst / median, median)
 
 
 def _cycle(batches: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
@@ -297,8 +314,9 @@ def plan_budget(cfg: Any, device: torch.device, dist: Any, alignment: int, train
     probe = build_parts(replace(cfg, epochs=1), device, DistInfo(), alignment)
     train_loader.set_epoch(0)
     # the timing stops early when the machine is so busy that it would eat a tenth of the budget
-    step_seconds = measure_step_seconds(probe.strategy.step, train_loader, device,
-                                        max_seconds=cfg.budget_minutes * 60.0 * CALIBRATION_SHARE)
+    times = step_times(probe.strategy.step, train_loader, device, max_seconds=cfg.budget_minutes * 60.0 * CALIBRATION_SHARE)
+    step_seconds = statistics.median(times[WARMUP_STEPS:])
+    warn_if_stalling(times, device)
     test_seconds = measure_seconds(lambda: test_epoch(probe.model, probe.criterion, test_loader, device), device)
     checkpoint_seconds = serialise_seconds(probe.model.state_dict(), probe.strategy.optimizer.state_dict())
     closing_seconds = 0.0
