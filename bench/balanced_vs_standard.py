@@ -15,9 +15,11 @@ against standard over the λ points (bjontegaard, pchip; PSNR); then the mean ov
 95% t-interval. Negative = balanced needs fewer bits for the same PSNR. Also writes the R-D
 plot and the loss-balance curves (the task weights over training, from ``--log-every`` rows).
 
-Runs and evaluations are kept under ``--work``: an interrupted measurement continues. On the
-2-core CPU here, the defaults (4 λ x 3 seeds x 3 variants, 2.5 min each, 2 runs at a time with
-one thread each) take about an hour. ``--device cuda`` on a lent GPU: raise ``--minutes``.
+Runs and evaluations are kept under ``--work``: an interrupted measurement continues (and a
+finished one only re-draws). On the 2-core CPU here, the defaults (4 λ x 3 seeds x 3 variants
+plus standard at 2 lower λ, 2.5 min each, 2 runs at a time with one thread each) take about 80
+minutes. ``--finetune-from WORK`` starts every run from the standard run of the same λ and seed
+(the second half of a longer run). ``--device cuda`` on a lent GPU: raise ``--minutes``.
 
     .venv/bin/python bench/balanced_vs_standard.py [--minutes 2.5] [--seeds 0 1 2] [--jobs 2]
         [--out docs/balanced_vs_standard] [--work /tmp/lictrain-bvs] [--device auto]
