@@ -77,8 +77,7 @@ def small(image_folder: Path, run: Path, **kw) -> TrainConfig:
 
 @pytest.mark.slow
 def test_frozen_groups_do_not_move_until_unfrozen_and_resume_is_exact(image_folder: Path, tmp_path: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    import lictrain.training.fit as fit_module
+                                                                       interrupt_after_steps) -> None:
     from lictrain.checkpoint import load_checkpoint
 
     cfg = dict(unfreeze=["g_s", "g_a"], unfreeze_every=2, lr_groups={"g_s": 5e-4})
@@ -91,18 +90,9 @@ def test_frozen_groups_do_not_move_until_unfrozen_and_resume_is_exact(image_fold
     assert not torch.equal(e0["g_s.0.weight"], e1["g_s.0.weight"])
     optimizer = load_checkpoint(tmp_path / "a" / "checkpoint_epoch00002.pt")["optimizer_state"]
     assert [g["name"] for g in optimizer["param_groups"]] == ["default", "g_s"]
-    real = fit_module.train_one_epoch
-    calls = {"n": 0}
-
-    def stop_in_second_epoch(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(fit_module, "train_one_epoch", stop_in_second_epoch)
+    interrupt_after_steps(2)  # Ctrl-C as epoch 1 begins (2 steps per epoch)
     assert fit(small(image_folder, tmp_path / "b", **cfg), show_progress=False).status == "interrupted"
-    monkeypatch.setattr(fit_module, "train_one_epoch", real)
+    interrupt_after_steps.disarm()
     assert fit(small(image_folder, tmp_path / "b", resume=str(tmp_path / "b"), **cfg),
                show_progress=False).status == "finished"
     a, b = read_metrics(straight.run_dir), read_metrics(tmp_path / "b")
