@@ -277,8 +277,10 @@ def fit(cfg: TrainConfig, show_progress: bool | None = None,
                                                                   steps_per_epoch), dist))
                 if replanned != planned:
                     total_epochs = math.ceil(replanned / steps_per_epoch)
-                    log.info("re-planned to %d steps (%d epochs): %.1f s per epoch so far, %.1f min of the budget left",
-                             replanned, total_epochs, seconds, (clock.deadline - time.perf_counter()) / 60)
+                    # a few steps' jitter every epoch is noise in the log; a change of an epoch or more is news
+                    log.log(logging.INFO if abs(replanned - planned) >= steps_per_epoch else logging.DEBUG,
+                            "re-planned to %d steps (%d epochs): %.1f s per epoch so far, %.1f min of the budget "
+                            "left", replanned, total_epochs, seconds, (clock.deadline - time.perf_counter()) / 60)
                     step_limit[0] = replanned
                     set_total_steps(lr_scheduler, replanned)
                     state.config["epochs"] = total_epochs  # what a resumed run continues to
