@@ -51,7 +51,7 @@ from lictrain.analysis.wandb_log import (  # noqa: F401 (re-exported)
 from lictrain.analysis.wandb_offline import TAIL_RECORDS, _proto, _wandb_state, read_wandb_offline  # noqa: F401
 from lictrain.analysis.wandb_synced import read_wandb_synced
 from lictrain.errors import DataError
-from lictrain.tracking.records import is_step_row
+from lictrain.tracking.records import is_step_row, run_completed
 
 __all__ = [
     "RunData", "CorruptRunError", "iter_wandb_log", "encode_wandb_log", "read_wandb_offline",
@@ -96,8 +96,8 @@ def read_lictrain_run(run_dir: str | os.PathLike[str], history: bool = False) ->
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
         rows = [row for row in rows if not is_step_row(row)]  # --log-every rows: not epochs
     state = STATE_OF_STATUS.get(status, "failed")
-    if status == "stopped" and (record.get("summary") or {}).get("early_stopped") is True:
-        state = "finished"  # --early-stop ended it: a complete run, unlike a pruned or interrupted one
+    if run_completed(status, record.get("summary")):
+        state = "finished"  # also a run --early-stop ended: complete, unlike a pruned or interrupted one
     return RunData(run_id=record.get("wandb_run_id"), path=run_dir, source="run.json", config=flatten(config),
                    summary={k: v for k, v in flatten(record.get("summary") or {}).items()},
                    state=state, status=status, name=run_dir.name,

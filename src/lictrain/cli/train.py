@@ -299,8 +299,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = fit(cfg)
         cfg = result.config or cfg  # what was trained: the measured batch of --batch-size auto
-        done = result.status == "finished" or result.summary.get("early_stopped") is True
-        if done and int(os.environ.get("RANK", "0")) == 0:
+        from lictrain.tracking.records import run_completed
+
+        if run_completed(result.status, result.summary) and int(os.environ.get("RANK", "0")) == 0:
             report = closing_evaluation(cfg, result) if cfg.final_eval else ""
             advice = closing_advice(cfg, result)
             if report:

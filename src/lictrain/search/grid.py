@@ -32,6 +32,7 @@ from typing import Any, Iterable
 
 from lictrain.config import TrainConfig
 from lictrain.errors import ConfigError
+from lictrain.tracking.records import run_completed
 
 __all__ = ["ParamSpec", "parse_grid", "grid_combinations", "trial_name", "apply_params", "balanced_keys",
            "run_grid", "SweepSummary", "check_sweep_file", "NOT_SEARCHABLE"]
@@ -343,7 +344,7 @@ def run_grid(base: TrainConfig, space: dict[str, ParamSpec], out: Path, baseline
                 log.warning("sweep interrupted: run the same command again to resume (%s continues from its "
                             "checkpoint)", name)
                 break
-            if outcome.status == "finished" or outcome.summary.get("early_stopped") is True:
+            if run_completed(outcome.status, outcome.summary):
                 summary.finished += 1
             else:
                 summary.failed += 1

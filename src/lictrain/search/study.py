@@ -34,6 +34,7 @@ from typing import Any, Callable
 from lictrain.config import TrainConfig
 from lictrain.errors import ConfigError, LictrainError, StopRun
 from lictrain.search.grid import ParamSpec, SweepSummary, apply_params, check_sweep_file
+from lictrain.tracking.records import run_completed
 
 __all__ = ["OBJECTIVES", "StudySettings", "storage_url", "open_study", "spent_trials", "requeue_interrupted",
            "suggest", "run_optuna", "StudyError", "TrialFailed"]
@@ -357,10 +358,10 @@ def _run_optuna(base: TrainConfig, space: dict[str, ParamSpec], settings: StudyS
         log.info(format_outcome(outcome, params))
         if outcome.status == "interrupted":
             raise KeyboardInterrupt
-        early_stopped = outcome.status == "stopped" and outcome.summary.get("early_stopped") is True
-        if outcome.status == "stopped" and not early_stopped:
+        completed = run_completed(outcome.status, outcome.summary)  # an early stop completes the trial
+        if outcome.status == "stopped" and not completed:
             raise optuna.TrialPruned(outcome.summary.get("reason", "pruned"))
-        if outcome.status != "finished" and not early_stopped:  # an early stop completes the trial
+        if not completed:
             raise TrialFailed(outcome.error or outcome.status)
         values = [outcome.metric(k) for k in returns]
         if not all(math.isfinite(v) for v in values):

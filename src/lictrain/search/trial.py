@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from lictrain.config import TrainConfig
+from lictrain.tracking.records import run_completed
 from lictrain.errors import CheckpointError, DataError
 
 __all__ = ["TrialOutcome", "run_trial", "trial_status", "has_checkpoint", "dir_busy", "set_aside",
@@ -60,7 +61,7 @@ def trial_status(run_dir: Path) -> str | None:
     try:
         record = json.loads((Path(run_dir) / "run.json").read_text())
         status = str(record.get("status"))
-        if status == "stopped" and (record.get("summary") or {}).get("early_stopped") is True:
+        if run_completed(status, record.get("summary")):
             return "finished"
         return status
     except (OSError, ValueError, AttributeError):

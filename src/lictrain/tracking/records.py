@@ -129,6 +129,13 @@ class RunRecord:
         write_json_atomic(self.run_path, self.data)
 
 
+def run_completed(status: Any, summary: Any) -> bool:
+    """Whether a run with this run.json ``status`` and ``summary`` is done: ``finished``, or ``stopped``
+    by ``--early-stop`` (complete, unlike a run pruned by a sweep or interrupted)."""
+    return status == "finished" or (status == "stopped" and isinstance(summary, dict)
+                                    and summary.get("early_stopped") is True)
+
+
 def is_step_row(row: Any) -> bool:
     """Whether a ``metrics.jsonl`` row is a ``--log-every`` step row (not an epoch's)."""
     return isinstance(row, dict) and row.get("kind") == "step"
