@@ -129,8 +129,7 @@ def load_test_crops(dataset: str | None, size: int) -> list[NamedImage]:
     Raises:
         DataError: no readable test photo, or none as large as the crop.
     """
-    key = (str(Path(dataset).expanduser().resolve()) if dataset is not None and "://" not in str(dataset)
-           else str(dataset), size)
+    key = _crops_key(dataset, size)
     if key in _TEST_CROPS:  # sweep trials in one process share the test split's decode
         return list(_TEST_CROPS[key][0])
     kept, pixels = _centre_crops(dataset, size)
@@ -143,7 +142,12 @@ def test_photo_pixels(dataset: str | None, size: int) -> int:
     """Pixels of all the (whole) test photos, noted while :func:`load_test_crops` decoded them:
     what the closing evaluation will code."""
     load_test_crops(dataset, size)
-    return next(iter(_TEST_CROPS.values()))[1]
+    return _TEST_CROPS[_crops_key(dataset, size)][1]
+
+
+def _crops_key(dataset: str | None, size: int) -> tuple[str, int]:
+    return (str(Path(dataset).expanduser().resolve()) if dataset is not None and "://" not in str(dataset)
+            else str(dataset), size)
 
 
 _TEST_CROPS: dict[tuple[str, int], tuple[tuple[NamedImage, ...], int]] = {}

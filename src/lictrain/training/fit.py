@@ -19,15 +19,15 @@ from typing import Any, Callable
 
 from lictrain.checkpoint import resolve_checkpoint
 from lictrain.config import TrainConfig
+from lictrain.data import load_test_crops
 from lictrain.errors import ConfigError, StopRun
+from lictrain.evaluation.metrics import ms_ssim_db
 from lictrain.models import get_spec
 from lictrain.schedules.lr import build_lr_scheduler, is_per_step, lr_at, set_total_steps, step_lr_scheduler
 from lictrain.training.batch_size import auto_batch_size
 from lictrain.training.budget import BudgetClock, plan_budget
 from lictrain.training.build import build_loaders, build_parts, check_alignment, resolve_device, seed_everything
 from lictrain.training.distributed import check_in_sync, gather_objects, init_distributed
-from lictrain.data import load_test_crops
-from lictrain.evaluation.metrics import ms_ssim_db
 from lictrain.training.loop import format_summary, test_epoch, train_one_epoch
 from lictrain.training.param_groups import Unfreezer
 from lictrain.training.selection import BestMetric, EarlyStopping, JpegReference
