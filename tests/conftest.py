@@ -37,27 +37,30 @@ def image_folder(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def interrupt_after_steps(monkeypatch: pytest.MonkeyPatch):
-    """``arm(n)``: the next ``fit`` raises KeyboardInterrupt (Ctrl-C) before its (n+1)-th training
-    step; ``disarm()`` restores the real epoch loop (for the resume)."""
-    import lictrain.training.fit as fit_module
+    """``arm(n, sig=SIGINT)``: the next ``fit`` receives ``sig`` (a real signal to this process) while
+    its n-th training step runs, so it stops after that step with a checkpoint; ``disarm()``
+    restores the real epoch loop (for the resume)."""
+    import signal
 
-    real = fit_module.train_one_epoch
+    import lictrain.training.run as run_module
 
-    def arm(n: int) -> None:
+    real = run_module.train_one_epoch
+
+    def arm(n: int, sig: int = signal.SIGINT) -> None:
         steps = {"n": 0}
 
         def counting(step, *args, **kwargs):
             def counted(batch):
-                if steps["n"] == n:
-                    raise KeyboardInterrupt
                 steps["n"] += 1
+                if steps["n"] == n:
+                    signal.raise_signal(sig)  # lands inside the step: the step must still complete
                 return step(batch)
             return real(counted, *args, **kwargs)
 
-        monkeypatch.setattr(fit_module, "train_one_epoch", counting)
+        monkeypatch.setattr(run_module, "train_one_epoch", counting)
 
     def disarm() -> None:
-        monkeypatch.setattr(fit_module, "train_one_epoch", real)
+        monkeypatch.setattr(run_module, "train_one_epoch", real)
 
     arm.disarm = disarm  # type: ignore[attr-defined]
     return arm

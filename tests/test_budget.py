@@ -183,7 +183,7 @@ def test_budget_holds_when_the_pace_halves_mid_run(image_folder: Path, tmp_path:
     where it stopped. 400 crops: one epoch longer than the budget; 40: many epochs, re-planned."""
     import time
 
-    import lictrain.training.fit as fit_module
+    import lictrain.training.run as fit_module
     from lictrain.checkpoint import load_checkpoint, resolve_checkpoint
 
     real = fit_module.train_one_epoch

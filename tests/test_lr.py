@@ -8,7 +8,7 @@ import torch
 from lictrain.errors import ConfigError
 from lictrain.schedules.lr import (
     FINAL_LR_FACTOR,
-    build_lr_scheduler,
+    LRSchedule,
     default_warmup_steps,
     hpcm_milestones,
     is_per_step,
@@ -30,20 +30,21 @@ def test_milestones_scale_with_epochs() -> None:
 
 def test_multistep_scheduler_drives_the_optimizer() -> None:
     opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-4)
-    sched = build_lr_scheduler(opt, "multistep", 300)
+    sched = LRSchedule(opt, "multistep", 300)
     seen = []
-    for _ in range(300):
+    for step in range(300):
+        sched.apply(step)
         seen.append(opt.param_groups[0]["lr"])
         opt.step()
-        sched.step()
     assert seen[274] == pytest.approx(1e-4) and seen[275] == pytest.approx(3e-5) and seen[299] == pytest.approx(1e-6)
 
 
 def test_plateau_scheduler_cuts_on_stagnation() -> None:
     opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    sched = build_lr_scheduler(opt, "plateau", 100)
-    for _ in range(12):
-        sched.step(1.0)
+    sched = LRSchedule(opt, "plateau", 100)
+    for step in range(12):
+        sched.apply(step)  # the plateau's LR is its state: the step does not set it
+        sched.end_epoch(1.0)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.1)
 
 
@@ -67,15 +68,42 @@ def test_linear_decay_is_a_straight_line_and_zero_warmup_starts_at_peak() -> Non
 
 def test_cosine_scheduler_steps_per_batch_over_epochs_times_steps() -> None:
     opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
-    sched = build_lr_scheduler(opt, "cosine", 4, steps_per_epoch=25, warmup_steps=5)
+    sched = LRSchedule(opt, "cosine", 4, steps_per_epoch=25, warmup_steps=5)
     assert is_per_step("cosine") and not is_per_step("multistep")
     seen = []
-    for _ in range(100):
+    for step in range(100):
+        sched.apply(step)
         seen.append(opt.param_groups[0]["lr"])
         opt.step()
-        sched.step()
     assert seen[0] == pytest.approx(2e-4) and seen[4] == pytest.approx(1e-3)
     assert seen[99] == pytest.approx(1e-3 * FINAL_LR_FACTOR)
+    # a pure function of the step: any order, any number of calls, the same LR
+    assert [sched.lr(s) for s in (99, 4, 0)] == pytest.approx([seen[99], seen[4], seen[0]])
+
+
+def test_lr_follows_each_groups_base_and_a_new_length() -> None:
+    a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.Adam([{"params": [a], "lr": 1e-3}, {"params": [b], "lr": 1e-5}])
+    sched = LRSchedule(opt, "linear", 10, warmup_steps=0)
+    sched.apply(9)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([1e-3 * FINAL_LR_FACTOR, 1e-5 * FINAL_LR_FACTOR])
+    sched.set_length(20)  # a budget's re-plan: step 9 is now half-way
+    sched.apply(9)
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-3 * (1 - 9 / 19 * (1 - FINAL_LR_FACTOR)))
+
+
+def test_an_old_lambdalr_state_keeps_its_warmup() -> None:
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    sched = LRSchedule(opt, "cosine", 10)
+    old = {"base_lrs": [1e-3], "last_epoch": 7, "lr_lambdas": [{"total_steps": 10, "warmup_steps": 3, "shape": "cosine"}]}
+    sched.load_state_dict(old)  # lictrain 0.1's LambdaLR(WarmupDecay) state
+    assert sched.warmup_steps == 3
+    plateau = LRSchedule(torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1.0), "plateau", 10)
+    state = plateau.state_dict()
+    plateau.end_epoch(1.0)
+    restored = LRSchedule(torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1.0), "plateau", 10)
+    restored.load_state_dict(plateau.state_dict())
+    assert restored.plateau.best == 1.0 and state["plateau"]["best"] != 1.0
 
 
 def test_default_warmup_is_five_percent() -> None:
@@ -85,7 +113,7 @@ def test_default_warmup_is_five_percent() -> None:
 def test_unknown_schedule_names_the_choices() -> None:
     opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
     with pytest.raises(ConfigError, match="cosine"):
-        build_lr_scheduler(opt, "exponential", 10)
+        LRSchedule(opt, "exponential", 10)
 
 
 def test_default_lr_is_high_for_budgets_and_conventional_otherwise() -> None:

@@ -52,7 +52,9 @@ def test_balanced_variants_train(image_folder: Path, tmp_path: Path, extra: list
 
 
 def test_balanced_adaptive_resume_is_exact(image_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import lictrain.training.fit as fit_module
+    import signal
+
+    import lictrain.training.run as fit_module
 
     flags = ["--epochs", "4", "--use_balanced", "--adaptive_gamma", "--gamma_strategy", "adaptive",
              "--adaptive_window", "1", "--adaptive_threshold", "0.5", "--gamma", "0.006"]
@@ -63,7 +65,7 @@ def test_balanced_adaptive_resume_is_exact(image_folder: Path, tmp_path: Path, m
     def stop_in_third_epoch(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 3:
-            raise KeyboardInterrupt
+            signal.raise_signal(signal.SIGINT)  # during epoch 3's first step: it stops after that step
         return real(*args, **kwargs)
 
     monkeypatch.setattr(fit_module, "train_one_epoch", stop_in_third_epoch)

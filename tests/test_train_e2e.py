@@ -61,22 +61,26 @@ def test_interrupt_saves_a_checkpoint_and_resume_matches_uninterrupted(image_fol
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     straight = fit(small_cfg(image_folder, tmp_path / "straight", epochs=3), show_progress=False)
 
-    import lictrain.training.fit as fit_module
+    import signal
 
-    real_test_epoch = fit_module.test_epoch
+    import lictrain.training.run as run_module
+
+    real_test_epoch = run_module.test_epoch
     calls = {"n": 0}
 
-    def interrupt_in_third_epoch(*args, **kwargs):
+    def signal_in_second_test(*args, **kwargs):  # a stop while testing: the epoch is saved, then the run stops
         calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
+        if calls["n"] == 2:
+            signal.raise_signal(signal.SIGTERM)
         return real_test_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(fit_module, "test_epoch", interrupt_in_third_epoch)
+    monkeypatch.setattr(run_module, "test_epoch", signal_in_second_test)
     interrupted = fit(small_cfg(image_folder, tmp_path / "cut", epochs=3), show_progress=False)
-    assert interrupted.status == "interrupted"
-    assert json.loads((tmp_path / "cut" / "run.json").read_text())["status"] == "interrupted"
-    monkeypatch.setattr(fit_module, "test_epoch", real_test_epoch)
+    assert interrupted.status == "interrupted" and interrupted.exit_code == 75
+    record = json.loads((tmp_path / "cut" / "run.json").read_text())
+    assert record["status"] == "interrupted" and record["summary"]["signal"] == "SIGTERM"
+    assert [m["epoch"] for m in read_metrics(tmp_path / "cut")] == [0, 1]
+    monkeypatch.setattr(run_module, "test_epoch", real_test_epoch)
 
     # resume from the completed epoch-1 checkpoint: epochs 2.. must replay exactly
     code = main(["train", "--resume", str(tmp_path / "cut" / "checkpoint_epoch00001.pt"), "--wandb-mode", "disabled"])
@@ -102,18 +106,20 @@ def test_interrupt_mid_epoch_resumes_at_that_batch_exactly(image_folder: Path, t
     assert b[1]["train_images_per_second"] > 0
 
 
-def test_ctrl_c_exit_code_is_130(image_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import lictrain.training.fit as fit_module
+@pytest.mark.parametrize("sig, code", [("SIGINT", 130), ("SIGTERM", 75), ("SIGUSR1", 75), ("SIGHUP", 75)])
+def test_a_stop_signal_saves_the_step_and_exits_with_its_code(image_folder: Path, tmp_path: Path,
+                                                              interrupt_after_steps, sig: str, code: int) -> None:
+    import signal
 
-    def boom(*args, **kwargs):
-        raise KeyboardInterrupt
+    interrupt_after_steps(1, getattr(signal, sig))
+    assert main(["train", "--dataset", str(image_folder), *SMALL, "--epochs", "2", "--save_path", str(tmp_path / "r"),
+                 "--wandb-mode", "disabled"]) == code
+    record = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert record["status"] == "interrupted" and record["summary"]["signal"] == sig
+    from lictrain.checkpoint import load_checkpoint, resolve_checkpoint
 
-    monkeypatch.setattr(fit_module, "train_one_epoch", boom)
-    code = main(["train", "--dataset", str(image_folder), *SMALL, "--epochs", "2", "--save_path", str(tmp_path / "r"),
-                 "--wandb-mode", "disabled"])
-    assert code == 130
-    tracking = json.loads((tmp_path / "r" / "checkpoint_tracking.json").read_text())
-    assert tracking["last_checkpoints"], "a resumable checkpoint was saved"
+    ckpt = load_checkpoint(resolve_checkpoint(tmp_path / "r"))
+    assert ckpt["completed"] is False and ckpt["batches_done"] == 1  # the step the signal landed in, whole
 
 
 @pytest.mark.slow

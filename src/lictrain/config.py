@@ -18,6 +18,11 @@ BEST_METRICS: dict[str, tuple[str, bool]] = {
     "loss": ("loss", False), "psnr": ("psnr", True), "bpp": ("bpp", False), "ms-ssim": ("ms_ssim", True),
     "rd": ("rd_gain", True),  # dB above JPEG's curve at the same test bpp (training/selection.py)
 }
+#: signals that stop a run at the next step boundary with a checkpoint (training/stopping.py)
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR1", "SIGHUP")
+#: signals no process can catch
+UNCATCHABLE = ("SIGKILL", "SIGSTOP")
+
 #: training minutes of ``lictrain train`` when neither --epochs nor --budget-minutes is given
 DEFAULT_BUDGET_MINUTES = 6.0
 #: default peak LR of a budgeted run with a warm-up schedule, for the default model: far above
@@ -94,6 +99,8 @@ class TrainConfig:
     wandb_mode: str = "offline"
     wandb_project: str = "lictrain"
     resume: str | None = None
+    auto_resume: bool = False  # continue --save-path's run if it has a checkpoint, else start it there
+    stop_signals: list[str] = field(default_factory=lambda: list(STOP_SIGNALS))
     pretrained: str | None = None
     keep_last_n: int = 3
     keep_best: int = 3
@@ -133,6 +140,7 @@ class TrainConfig:
         if not (isinstance(self.early_stop_min_delta, (int, float)) and math.isfinite(self.early_stop_min_delta)
                 and self.early_stop_min_delta >= 0):
             raise ConfigError(f"--early-stop-min-delta must be a number >= 0, got {self.early_stop_min_delta}")
+        self.stop_signals = signal_names(self.stop_signals)
         _choice(self, "best_metric", tuple(BEST_METRICS))
         _choice(self, "best_mode", ("auto", "min", "max"))
         if self.lr_groups is not None:
@@ -223,6 +231,33 @@ class TrainConfig:
     def default_run_dir(self, timestamp: str) -> Path:
         """``./outputs/<model>-<lambda>-<time>``."""
         return Path("outputs") / f"{self.model}-{self.lmbda:g}-{timestamp}"
+
+
+def signal_names(names: Any) -> list[str]:
+    """``--stop-signals`` as canonical names (``term``, ``SIGTERM`` and ``15`` are SIGTERM).
+
+    Raises:
+        ConfigError: an unknown or uncatchable signal.
+    """
+    import signal
+
+    if isinstance(names, str):
+        names = names.split(",")
+    out: list[str] = []
+    for raw in names or []:
+        text = str(raw).strip().upper()
+        try:
+            name = signal.Signals(int(text)).name if text.isdigit() else signal.Signals[
+                text if text.startswith("SIG") else "SIG" + text].name
+        except (KeyError, ValueError):
+            raise ConfigError(f"--stop-signals: {raw!r} is not a signal of this system; use names such as "
+                              f"{','.join(STOP_SIGNALS)}") from None
+        if name in UNCATCHABLE:
+            raise ConfigError(f"--stop-signals: {name} cannot be caught by any process; choose among "
+                              f"{','.join(STOP_SIGNALS)} (SLURM: sbatch --signal=USR1@120)")
+        if name not in out:
+            out.append(name)
+    return out
 
 
 def _flag(name: str) -> str:

@@ -10,6 +10,9 @@ from __future__ import annotations
 class LictrainError(Exception):
     """Base class: a user-facing problem with a one-line, actionable message."""
 
+    #: the CLI's exit code for this problem (2: bad input the user can fix)
+    exit_code = 2
+
 
 class ConfigError(LictrainError, ValueError):
     """A bad flag or argument value (negative lambda, unknown model, ...)."""
@@ -21,6 +24,16 @@ class DataError(LictrainError):
 
 class CheckpointError(LictrainError):
     """A missing, corrupt, unsafe or incompatible checkpoint, or a locked run directory."""
+
+
+class StorageError(CheckpointError):
+    """Writing the run's files failed (no space left, a read-only or vanished folder).
+
+    Not bad input: the run stopped at a step boundary with its older checkpoints intact and
+    resumes once there is room again. Exit code 74 (``EX_IOERR``).
+    """
+
+    exit_code = 74
 
 
 class StopRun(Exception):

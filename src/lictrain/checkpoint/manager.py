@@ -242,6 +242,11 @@ class CheckpointManager:
                 self._recycle(payload)
         return path
 
+    def save_error(self) -> CheckpointError | None:
+        """The error of a background save that failed, without raising it (polled between steps,
+        so that a full disk stops the run at once rather than at the next save)."""
+        return self._writer.peek_error()
+
     def wait(self) -> None:
         """Block until every pending save is durable; raise a failed one's error."""
         self._writer.join()

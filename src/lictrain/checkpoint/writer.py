@@ -8,13 +8,14 @@ call (:meth:`_BackgroundWriter.raise_errors`), once.
 
 from __future__ import annotations
 
+import errno
 import logging
 import queue
 import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from lictrain.errors import CheckpointError
+from lictrain.errors import CheckpointError, StorageError
 
 # The manager's logger: records keep the name they had before the split.
 log = logging.getLogger("lictrain.checkpoint.manager")
@@ -23,10 +24,31 @@ _MAX_PENDING = 1  # queued writes (besides the one being written) before save_ch
 
 
 def _write_error(path: Path, exc: BaseException) -> CheckpointError:
+    """One line that names the cause (no space, read-only, no permission) and the fix."""
+    cause = storage_cause(exc)
+    if cause:
+        return StorageError(f"saving checkpoint {path} failed: {cause}; the older checkpoints are intact: free "
+                            f"space or fix the folder, then run the same command with --auto-resume")
     return CheckpointError(
         f"saving checkpoint {path} failed ({type(exc).__name__}: {exc}); check free disk "
         "space and permissions of the save directory"
     )
+
+
+def storage_cause(exc: BaseException) -> str:
+    """What an ``OSError`` from writing a file means for the user ('' for other errors)."""
+    if not isinstance(exc, OSError):
+        return ""
+    where = f" ({Path(exc.filename).parent})" if isinstance(exc.filename, str) else ""
+    return {
+        errno.ENOSPC: f"no space left on the device{where}",
+        errno.EDQUOT: f"the disk quota is exceeded{where}",
+        errno.EROFS: f"the folder is on a read-only file system{where}",
+        errno.EACCES: f"permission denied{where}",
+        errno.EPERM: f"operation not permitted{where}",
+        errno.ENOENT: f"the folder was removed{where}",
+        errno.EIO: f"an input/output error of the device{where}",
+    }.get(exc.errno or 0, "")
 
 
 class _BackgroundWriter:
@@ -70,6 +92,11 @@ class _BackgroundWriter:
                 self._queue.join()
                 self._queue.put(None)
                 self._worker.join()
+
+    def peek_error(self) -> CheckpointError | None:
+        """The first failed write's error, if any, without raising or forgetting it."""
+        with self._errors_lock:
+            return self._errors[0] if self._errors else None  # type: ignore[return-value]
 
     def raise_errors(self) -> None:
         """Raise the first failed write's error (and count the later ones), then forget them."""

@@ -94,7 +94,7 @@ def _main(argv: list[str] | None) -> int:
     except LictrainError as exc:
         message = " ".join(str(exc).split())  # one line, whatever a library put into the text
         print(f"lictrain {args.command}: error: {message}", file=sys.stderr)
-        return 2
+        return exc.exit_code  # 2 (bad input), or 74 when the run's files could not be written
 
 
 if __name__ == "__main__":

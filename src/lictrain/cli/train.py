@@ -7,7 +7,6 @@ import dataclasses
 import logging
 import math
 import os
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ log = logging.getLogger(__name__)
 
 #: flags a resumed run may change; all others come from the checkpoint's config
 RESUME_OVERRIDABLE = ("epochs", "device", "num_workers", "wandb_mode", "final_eval", "early_stop",
-                      "early_stop_min_delta", "log_every")
+                      "early_stop_min_delta", "log_every", "auto_resume", "stop_signals")
 
 _D = TrainConfig()
 
@@ -143,6 +142,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
              help="also log train losses, LR, task weights and gamma every STEPS steps (metrics.jsonl and W&B); "
                   "default: per epoch only")
     add_flag(g, "resume", metavar="DIR_OR_FILE", help="continue a run from its directory or a checkpoint file")
+    add_flag(g, "auto_resume", action="store_true",
+             help="with --save-path DIR: continue DIR's run if it has a checkpoint, else start it there; one command "
+                  "for the first start, every requeue and every torchrun restart (docs/cluster.md)")
+    add_flag(g, "stop_signals", type=_signal_list, metavar="SIG,SIG",
+             help=f"signals that stop the run after the current step with a checkpoint (default "
+                  f"{','.join(_D.stop_signals)}); exit code 75 = stopped, requeue me (130 for SIGINT)")
     g.add_argument("--checkpoint", dest="compressai_checkpoint", metavar="FILE",
                    help="CompressAI's flag: --resume for a lictrain checkpoint, --pretrained for any other weights")
     g.add_argument("--save", dest="compressai_save", action="store_true",
@@ -153,6 +158,16 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     add_flag(g, "best_weights_only", action="store_true", help="keep best checkpoints as weights only")
     add_flag(g, "no_final_eval", dest="final_eval", action="store_false",
              help="skip the closing evaluation (real bitstreams vs JPEG on the test photos)")
+
+
+def _signal_list(text: str) -> list[str]:
+    from lictrain.config import signal_names
+    from lictrain.errors import ConfigError
+
+    try:
+        return signal_names(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--stop-signals: ")) from None
 
 
 def _workers(text: str) -> int | None:
@@ -227,15 +242,17 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         given["lr_groups"] = dict(given["lr_groups"])
     if given.get("clip_max_norm") == 0:
         given["clip_max_norm"] = None
+    if given.get("auto_resume") and "resume" not in given:
+        _auto_resume(given)
     if "resume" in given:
-        from lictrain.checkpoint import load_checkpoint, resolve_checkpoint
+        from lictrain.checkpoint import load_latest_valid
         from lictrain.checkpoint.weights import check_resumable
 
-        file = resolve_checkpoint(given["resume"])
-        ckpt = load_checkpoint(file)
+        file, ckpt = load_latest_valid(given["resume"])
         check_resumable(ckpt, file)
         saved = ckpt.get("config") or {}
-        ignored = sorted(k for k in given if k not in RESUME_OVERRIDABLE + ("resume",) and given[k] != saved.get(k))
+        same = RESUME_OVERRIDABLE + ("resume", "save_path")  # --auto-resume's own --save-path is the run's folder
+        ignored = sorted(k for k in given if k not in same and given[k] != saved.get(k))
         if ignored:
             log.warning("--resume keeps the run's own settings; ignoring: %s", ", ".join(ignored))
         base = {k: v for k, v in saved.items() if k not in ("resume", "pretrained")}
@@ -243,6 +260,16 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if given.get("pretrained") and "model" not in given:
         given.update(_pretrained_architecture(given["pretrained"], "quality" not in given))
     return TrainConfig.from_dict(given).validate()
+
+
+def _auto_resume(given: dict[str, Any]) -> None:
+    """``--auto-resume``: resume ``--save-path``'s run when it has a checkpoint (else start there)."""
+    from lictrain.training.rundir import auto_resume_action
+
+    action = auto_resume_action(given.get("save_path"), given.get("epochs"))
+    if action.action == "resume":
+        log.info("--auto-resume: continuing the run in %s", action.run_dir)
+        given["resume"] = str(action.run_dir)
 
 
 def _compressai_habits(args: argparse.Namespace, given: dict[str, Any]) -> None:
@@ -285,31 +312,25 @@ def _pretrained_architecture(path: str, with_quality: bool) -> dict[str, Any]:
     return found
 
 
-def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def run(args: argparse.Namespace) -> int:
     from lictrain.training.distributed import shutdown_distributed
     from lictrain.training.fit import fit
 
     cfg = config_from_args(args)
-    # SIGTERM (cluster pre-emption, `kill`) takes the same path as Ctrl-C: checkpoint, then exit.
-    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
-        result = fit(cfg)
+        result = fit(cfg)  # stop signals: a checkpoint between two steps, then exit 75 (130 for Ctrl-C)
         cfg = result.config or cfg  # what was trained: the measured batch of --batch-size auto
         from lictrain.tracking.records import run_completed
 
-        if run_completed(result.status, result.summary) and int(os.environ.get("RANK", "0")) == 0:
+        done = run_completed(result.status, result.summary) and not result.already_done
+        if done and int(os.environ.get("RANK", "0")) == 0:
             report = closing_evaluation(cfg, result) if cfg.final_eval else ""
             advice = closing_advice(cfg, result)
             if report:
                 (result.run_dir / "final_report.txt").write_text("\n".join(filter(None, (report, advice))) + "\n")
     finally:
-        signal.signal(signal.SIGTERM, previous)
         shutdown_distributed()
-    return 130 if result.status == "interrupted" else 0
+    return result.exit_code
 
 
 def closing_advice(cfg: TrainConfig, result: Any) -> str:

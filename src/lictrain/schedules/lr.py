@@ -14,9 +14,10 @@ model's scales up (see ``bench/time_to_quality.py``).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
-from torch.optim.lr_scheduler import LambdaLR, LRScheduler, ReduceLROnPlateau
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from lictrain.errors import ConfigError
 
@@ -65,80 +66,86 @@ def warmup_decay_factor(step: int, total_steps: int, warmup_steps: int, shape: s
     return FINAL_LR_FACTOR + (1.0 - FINAL_LR_FACTOR) * fall
 
 
-class WarmupDecay:
-    """:func:`warmup_decay_factor` as an object whose length can change mid-run.
+class LRSchedule:
+    """The LR as a pure function of the global step: ``lr(step) = base_lr x factor(step)``.
 
-    A budgeted run re-plans its length as it measures its own pace
-    (:mod:`lictrain.training.budget`); ``LambdaLR`` saves this object's attributes in its
-    state, so a resumed run continues the same schedule.
+    ``cosine``/``linear``: :func:`warmup_decay_factor` over ``total_steps`` (a budget that
+    re-plans its length changes that one number); ``multistep``: HPCM's milestones, by the
+    step's epoch; ``plateau``: CompressAI's ReduceLROnPlateau on the test loss, whose LR *is*
+    its state (saved in :meth:`state_dict`). Each optimiser group keeps its own base LR
+    (``--lr-groups``). Nothing else is state: a resumed run sets the LR of the step it
+    continues from, and checkpoints of the older LambdaLR-based schedules still resume.
     """
 
-    def __init__(self, total_steps: int, warmup_steps: int, shape: str) -> None:
-        self.total_steps = total_steps
-        self.warmup_steps = warmup_steps
-        self.shape = shape
+    def __init__(self, optimizer: torch.optim.Optimizer, kind: str, epochs: int, steps_per_epoch: int = 1,
+                 warmup_steps: int | None = None, total_steps: int | None = None) -> None:
+        if kind not in LR_SCHEDULES:
+            raise ConfigError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {kind!r}")
+        self.optimizer, self.kind = optimizer, kind
+        self.steps_per_epoch = max(1, steps_per_epoch)
+        self.epochs = epochs
+        self.total_steps = total_steps or epochs * self.steps_per_epoch
+        self.warmup_steps = min(self.total_steps, warmup_steps if warmup_steps is not None
+                                else default_warmup_steps(self.total_steps))
+        self.base_lrs = [group.setdefault("initial_lr", group["lr"]) for group in optimizer.param_groups]
+        self.plateau = ReduceLROnPlateau(optimizer, mode="min") if kind == "plateau" else None
+        self.apply(0)
 
-    def __call__(self, step: int) -> float:
-        return warmup_decay_factor(step, self.total_steps, self.warmup_steps, self.shape)
+    @property
+    def per_step(self) -> bool:
+        return is_per_step(self.kind)
 
+    def factor(self, step: int) -> float:
+        """The LR factor of global training step ``step`` (0-based)."""
+        if self.per_step:
+            return warmup_decay_factor(step, self.total_steps, self.warmup_steps, self.kind)
+        if self.kind == "multistep":
+            return multistep_factor(step // self.steps_per_epoch, hpcm_milestones(self.epochs))
+        return 1.0
 
-def set_total_steps(scheduler: LRScheduler | ReduceLROnPlateau, total_steps: int) -> None:
-    """Change the length of a warm-up/decay schedule (others are left alone) and apply it now."""
-    if isinstance(scheduler, LambdaLR) and all(isinstance(f, WarmupDecay) for f in scheduler.lr_lambdas):
-        for factor in scheduler.lr_lambdas:
-            factor.total_steps = total_steps
-        resync_lr(scheduler)
+    def lr(self, step: int) -> float:
+        """The first group's LR at ``step`` (under plateau: the current one)."""
+        if self.plateau is not None:
+            return float(self.optimizer.param_groups[0]["lr"])
+        return self.base_lrs[0] * self.factor(step)
+
+    def apply(self, step: int) -> None:
+        """Set every group's LR for training step ``step`` (plateau: left as it is)."""
+        if self.plateau is not None:
+            return
+        factor = self.factor(step)
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base * factor
+
+    def end_epoch(self, test_loss: float) -> None:
+        """After an epoch's test pass: the plateau schedule watches the test loss."""
+        if self.plateau is not None:
+            self.plateau.step(test_loss)
+
+    def set_length(self, epochs: int, total_steps: int | None = None) -> None:
+        """A new run length (a budget's re-plan, a resume with another ``--epochs``)."""
+        self.epochs = epochs
+        self.total_steps = total_steps or epochs * self.steps_per_epoch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
+                "plateau": self.plateau.state_dict() if self.plateau is not None else None}
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        """Continue a saved schedule: this format, or an older checkpoint's LambdaLR/ReduceLROnPlateau
+        state (its warm-up length is what matters: the step comes from the run's progress)."""
+        state = state or {}
+        if "lr_lambdas" in state:  # LambdaLR (lictrain <= 0.1 checkpoints): WarmupDecay's attributes
+            first = (state.get("lr_lambdas") or [None])[0]
+            state = {"warmup_steps": first.get("warmup_steps")} if isinstance(first, dict) else {}
+        elif self.plateau is not None and "num_bad_epochs" in state:  # a bare ReduceLROnPlateau state
+            state = {"plateau": state}
+        if isinstance(state.get("warmup_steps"), int):
+            self.warmup_steps = state["warmup_steps"]
+        if self.plateau is not None and isinstance(state.get("plateau"), dict):
+            self.plateau.load_state_dict(state["plateau"])  # its LR came back with the optimiser's state
 
 
 def is_per_step(kind: str) -> bool:
     """True for schedules stepped after every batch rather than every epoch."""
     return kind in STEP_SCHEDULES
-
-
-def build_lr_scheduler(optimizer: torch.optim.Optimizer, kind: str, epochs: int, steps_per_epoch: int = 1,
-                       warmup_steps: int | None = None) -> LRScheduler | ReduceLROnPlateau:
-    """The LR schedule ``kind`` for ``optimizer`` over ``epochs`` x ``steps_per_epoch`` batches.
-
-    ``multistep`` and ``plateau`` are stepped per epoch, ``cosine`` and ``linear`` per batch
-    (see :func:`is_per_step`); ``warmup_steps`` (default :func:`default_warmup_steps`) only
-    applies to the latter.
-    """
-    if kind in STEP_SCHEDULES:
-        total = epochs * steps_per_epoch
-        warmup = min(total, warmup_steps if warmup_steps is not None else default_warmup_steps(total))
-        return LambdaLR(optimizer, WarmupDecay(total, warmup, kind))
-    if kind == "multistep":
-        milestones = hpcm_milestones(epochs)
-        return LambdaLR(optimizer, lambda epoch: multistep_factor(epoch, milestones))
-    if kind == "plateau":
-        return ReduceLROnPlateau(optimizer, mode="min")
-    raise ConfigError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {kind!r}")
-
-
-def step_lr_scheduler(scheduler: LRScheduler | ReduceLROnPlateau, test_loss: float) -> None:
-    """Advance one epoch (the plateau schedule watches the test loss)."""
-    if isinstance(scheduler, ReduceLROnPlateau):
-        scheduler.step(test_loss)
-    else:
-        scheduler.step()
-
-
-def lr_at(scheduler: LRScheduler | ReduceLROnPlateau, step: int) -> float | None:
-    """The first group's LR of a per-step schedule at ``step`` (``None`` for other schedules)."""
-    if isinstance(scheduler, LambdaLR):
-        return float(scheduler.base_lrs[0] * scheduler.lr_lambdas[0](step))
-    return None
-
-
-def resync_lr(scheduler: LRScheduler | ReduceLROnPlateau) -> None:
-    """After a resume, set the optimiser's LR from the (possibly re-scaled) schedule.
-
-    The optimiser's saved state carries the LR of the old run; when a resumed run changes
-    ``--epochs``, the multistep milestones (or the cosine's length) move and the LR must
-    follow the new schedule.
-    The plateau schedule's LR *is* its state, so it is left as saved.
-    """
-    if isinstance(scheduler, LambdaLR):
-        for group, base, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
-            group["lr"] = base * factor(scheduler.last_epoch)
-        scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]

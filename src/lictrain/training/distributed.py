@@ -68,6 +68,16 @@ def all_reduce_mean(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return out / info.world_size
 
 
+def all_reduce_max(value: int, info: DistInfo, device: torch.device) -> int:
+    """The largest ``value`` over ranks (a one-element all-reduce: cheap enough for every step)."""
+    if not info.enabled:
+        return value
+    # NCCL reduces only CUDA tensors; gloo only CPU ones
+    out = torch.tensor([value], dtype=torch.int32, device=device if device.type == "cuda" else "cpu")
+    dist.all_reduce(out, op=dist.ReduceOp.MAX)
+    return int(out.item())
+
+
 def globally_valued(local: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """``local`` with the *value* of its mean over ranks but the *gradient* of the local term.
 

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from lictrain.checkpoint import CheckpointManager
+from lictrain.checkpoint.writer import storage_cause
+from lictrain.errors import CheckpointError
 from lictrain.config import TrainConfig
 from lictrain.tracking.records import RunRecord
 from lictrain.tracking.wandb_run import WandbRun, wandb_config
@@ -80,19 +82,41 @@ class RunOutputs:
         if self.checkpoints is not None:
             self.checkpoints.save_checkpoint(**state)
 
+    def save_error(self) -> CheckpointError | None:
+        """A background save's failure, polled between steps (never on ranks that do not write)."""
+        return self.checkpoints.save_error() if self.checkpoints is not None else None
+
     @property
     def summary(self) -> dict[str, Any]:
         return self.record.data["summary"] if self.record is not None else {}
 
-    def finish(self, status: str, exit_code: int = 0, **summary: Any) -> None:
-        """Flush checkpoints, then mark the run ``status`` everywhere (idempotent)."""
-        self.close()
+    def finish(self, status: str, exit_code: int = 0, **summary: Any) -> CheckpointError | None:
+        """Flush checkpoints, then mark the run ``status`` everywhere (idempotent; never raises).
+
+        Returns the error of a checkpoint save that failed while flushing (the run is then
+        recorded ``failed`` with it), for the caller to raise.
+        """
+        error = None
+        try:
+            self.close()
+        except CheckpointError as exc:
+            error, status, exit_code = exc, "failed", exc.exit_code
+            summary["error"] = str(exc)
         if self.record is not None:
             if status in ("finished", "stopped") and self.checkpoints is not None:
                 summary.setdefault("best_checkpoint", str(self.checkpoints.best_checkpoint or ""))
-            self.record.finish(status, **summary)
+            try:
+                self.record.finish(status, **summary)
+            except OSError as exc:  # a full or read-only disk: run.json then reads `crashed`, not `running`
+                log.warning("could not record status %s in %s: %s", status, self.record.run_path,
+                            storage_cause(exc) or exc)
         if self.tracker is not None:
-            self.tracker.finish(exit_code=exit_code)
+            try:
+                self.tracker.finish(exit_code=exit_code)
+            except Exception as exc:  # W&B's files on the same full disk: the run's own records matter more
+                log.warning("could not close the W&B run: %s", exc)
+            self.tracker = None
+        return error
 
     def close(self) -> None:
         if self.checkpoints is not None:
