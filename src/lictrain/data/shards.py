@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from lictrain.data.images import decode_hwc
 from lictrain.data.order import crop_rng, permutation
-from lictrain.data.stream import cut_crops, from_worker
+from lictrain.data.stream import cut_crops, from_worker, ignore_stop_signals
 from lictrain.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -279,6 +279,9 @@ class ShardLoader:
             batches = min(batches, self.epoch_size // self.world_size // self.batch_size)
         return batches
 
+    def close(self) -> None:
+        """Nothing to do: each epoch's workers end with its iteration."""
+
     def describe(self) -> str:
         what = "one pass over" if self.epoch_size is None else "capped by --epoch-size:"
         return (f"epoch = {what} {self.index.samples} samples in {len(self.index.shards)} shard(s) -> {len(self)} "
@@ -296,7 +299,8 @@ class ShardLoader:
         self.stream.rotation = rotation if self.start_batch else 0
         loader = DataLoader(self.stream, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
                             prefetch_factor=2 if self.num_workers > 0 else None,
-                            generator=torch.Generator())  # not the global RNG (see CropLoader)
+                            generator=torch.Generator(),  # not the global RNG (see CropLoader)
+                            worker_init_fn=ignore_stop_signals if self.num_workers > 0 else None)
         try:
             yield from loader
         except DataError as exc:

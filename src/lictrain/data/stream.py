@@ -14,6 +14,7 @@ run with good photos never stops; only a source with no usable photo is an error
 from __future__ import annotations
 
 import logging
+import signal
 from typing import Any, Iterator, Protocol, Sequence
 
 import numpy as np
@@ -196,11 +197,24 @@ class CropLoader:
         # come from (and so shift) the global RNG that the training's quantisation noise uses.
         self.loader = DataLoader(self.dataset, batch_size=None, sampler=_WindowSampler(self), collate_fn=_identity,
                                  num_workers=num_workers, persistent_workers=num_workers > 0, pin_memory=pin_memory,
-                                 prefetch_factor=2 if num_workers > 0 else None, generator=torch.Generator())
+                                 prefetch_factor=2 if num_workers > 0 else None, generator=torch.Generator(),
+                                 worker_init_fn=ignore_stop_signals if num_workers > 0 else None)
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Fix the coming epoch; start it at batch ``start_batch`` (a resumed, interrupted epoch)."""
         self.epoch, self.start_batch = epoch, start_batch
+
+    def close(self) -> None:
+        """Shut the persistent decoding workers down now.
+
+        They ignore stop signals (:func:`ignore_stop_signals`), so the SIGTERM that
+        ``multiprocessing`` sends its daemon children at interpreter exit would not end them:
+        the run closes them itself when it ends.
+        """
+        iterator = getattr(self.loader, "_iterator", None)  # DataLoader keeps persistent workers' iterator there
+        if iterator is not None:
+            self.loader._iterator = None
+            iterator._shutdown_workers()
 
     def describe(self) -> str:
         workers = self.loader.num_workers
@@ -220,6 +234,23 @@ class CropLoader:
                 yield from chunk
         except DataError as exc:
             raise from_worker(exc) from None
+
+
+#: signals a training process stops on (lictrain.config.STOP_SIGNALS, plus SIGUSR2 for a custom
+#: --stop-signals): its decoding workers ignore them
+WORKER_IGNORED_SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2", "SIGHUP")
+
+
+def ignore_stop_signals(worker_id: int = 0) -> None:
+    """A DataLoader ``worker_init_fn``: let the training process alone decide when to stop.
+
+    A cluster signals every process of a job (SIGTERM to the process group); a worker that died
+    of it would make PyTorch abort the parent while it saves its checkpoint. Ignoring it is safe:
+    the parent shuts its workers down when it exits, and they also exit when the parent dies.
+    """
+    for name in WORKER_IGNORED_SIGNALS:
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 
 def from_worker(exc: DataError) -> DataError:

@@ -77,6 +77,8 @@ def fit(cfg: TrainConfig, show_progress: bool | None = None,
                 raise StorageError(f"writing the run's files in {run.outputs.run_dir} failed: {cause}; free space "
                                    "or fix the folder, then run the same command with --auto-resume") from exc
             raise
+        finally:
+            run.train_loader.close()  # its workers ignore stop signals: end them before the interpreter exits
 
 
 def finished_already(cfg: TrainConfig) -> RunResult | None:

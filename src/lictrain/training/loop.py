@@ -6,8 +6,8 @@ import logging
 import math
 import time
 from collections import defaultdict
-from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +35,42 @@ class EpochStats:
     batches: int = 0  # batches trained (train; fewer than the epoch's when it was cut)
 
 
+@dataclass
+class EpochTally:
+    """Running sums of an epoch's training steps; saved with a mid-epoch checkpoint, so that the
+    epoch's train means after a resume are those of the uninterrupted epoch."""
+
+    sums: dict[str, float] = field(default_factory=dict)
+    applied: int = 0
+    skipped: int = 0
+    batches: int = 0
+
+    def add(self, outcome: StepOutcome) -> None:
+        self.batches += 1
+        if not outcome.applied:
+            self.skipped += 1
+            return
+        self.applied += 1
+        for key, value in (("loss", outcome.loss), ("bpp", outcome.bpp), ("mse", outcome.mse),
+                           ("psnr", psnr_from_mse(outcome.mse)), ("aux_loss", outcome.aux_loss),
+                           *outcome.extra.items()):
+            self.sums[key] = self.sums.get(key, 0.0) + value
+
+    def stats(self, data_wait: float, batches: int) -> EpochStats:
+        means = {k: v / self.applied for k, v in self.sums.items()} if self.applied else {}
+        return EpochStats(means, self.skipped, data_wait, batches)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sums": dict(self.sums), "applied": self.applied, "skipped": self.skipped, "batches": self.batches}
+
+    @classmethod
+    def from_state(cls, state: Any) -> "EpochTally":
+        if not isinstance(state, dict):
+            return cls()
+        return cls({str(k): float(v) for k, v in (state.get("sums") or {}).items()}, int(state.get("applied", 0)),
+                   int(state.get("skipped", 0)), int(state.get("batches", 0)))
+
+
 def train_one_epoch(
     step: Callable[[torch.Tensor], StepOutcome],
     model: torch.nn.Module,
@@ -44,37 +80,35 @@ def train_one_epoch(
     total_batches: int,
     show_progress: bool | None = None,
     after_step: Callable[[StepOutcome], bool] | None = None,
+    tally: EpochTally | None = None,
 ) -> EpochStats:
     """One pass over ``loader``: one ``step`` per batch, with a tqdm bar (loss, bpp, PSNR).
 
     ``after_step(outcome)`` runs after every batch, applied or skipped (a per-batch LR schedule,
-    step logging); when it returns True the epoch ends there (a budget's deadline).
+    step logging); when it returns True the epoch ends there (a budget's deadline). ``tally``
+    carries the sums of the epoch's batches before this call (a resumed epoch).
     """
     model.train()
-    sums: dict[str, float] = defaultdict(float)
-    applied = skipped = 0
+    tally = tally if tally is not None else EpochTally()
+    skipped_before = tally.skipped
     waited = [0.0]
     bar = tqdm(_timed(loader, waited), total=total_batches, desc=f"epoch {epoch}", leave=False, disable=None if show_progress is None else not show_progress, dynamic_ncols=True)
     batches = 0
     for batch in bar:
         outcome = step(to_device(batch, device))
         batches += 1
+        tally.add(outcome)  # before after_step: a stop there saves the tally with this step in it
         cut = after_step(outcome) if after_step is not None else False
-        if not outcome.applied:
-            skipped += 1
-        else:
-            applied += 1
-            psnr = psnr_from_mse(outcome.mse)
-            for key, value in (("loss", outcome.loss), ("bpp", outcome.bpp), ("mse", outcome.mse),
-                               ("psnr", psnr), ("aux_loss", outcome.aux_loss), *outcome.extra.items()):
-                sums[key] += value
-            bar.set_postfix(loss=f"{outcome.loss:.4f}", bpp=f"{outcome.bpp:.3f}", psnr=f"{psnr:.2f}", refresh=False)
+        if outcome.applied:
+            bar.set_postfix(loss=f"{outcome.loss:.4f}", bpp=f"{outcome.bpp:.3f}", psnr=f"{psnr_from_mse(outcome.mse):.2f}",
+                            refresh=False)
         if cut:
             break
     bar.close()  # a cut epoch leaves the loader (and its workers) here; the bar must not linger
-    if skipped:
-        log.warning("epoch %d: skipped %d batch(es) with a non-finite loss or gradient", epoch, skipped)
-    return EpochStats({k: v / applied for k, v in sums.items()} if applied else {}, skipped, waited[0], batches)
+    if tally.skipped > skipped_before:
+        log.warning("epoch %d: skipped %d batch(es) with a non-finite loss or gradient", epoch,
+                    tally.skipped - skipped_before)
+    return tally.stats(waited[0], batches)
 
 
 def _timed(loader: Iterable[torch.Tensor], waited: list[float]) -> Iterator[torch.Tensor]:

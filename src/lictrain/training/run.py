@@ -28,7 +28,7 @@ from lictrain.training.budget import BudgetClock, BudgetPlan, plan_budget
 from lictrain.training.build import build_loaders, build_parts, check_alignment, resolve_device, seed_everything
 from lictrain.training.callbacks import Budget, Callback, Callbacks, Selection, StepRows, Unfreeze
 from lictrain.training.distributed import DistInfo, check_in_sync, init_distributed
-from lictrain.training.loop import EpochStats, format_summary, test_epoch, train_one_epoch
+from lictrain.training.loop import EpochStats, EpochTally, format_summary, test_epoch, train_one_epoch
 from lictrain.training.outputs import RunOutputs
 from lictrain.training.param_groups import Unfreezer
 from lictrain.training.progress import Progress
@@ -72,6 +72,7 @@ class Run:
         self.resume_ckpt: dict[str, Any] | None = None
         self.saved_step = -1  # the global step of the last checkpoint saved (nothing to save again there)
         self.hinted = False
+        self.tally = EpochTally()  # the current epoch's train sums (saved with a mid-epoch checkpoint)
         self.auto_batch: Any = None
         # set by setup(): they need the run directory
         self.outputs: RunOutputs
@@ -149,6 +150,8 @@ class Run:
         the run records (a resumed run drops rows past the point it continues from)."""
         if self.resume_file is not None and self.resume_ckpt is not None:
             self.progress = self.state.restore(self.resume_ckpt, self.resume_file, self.progress)
+            if self.progress.batch:
+                self.tally = EpochTally.from_state(self.resume_ckpt.get("epoch_tally"))
             self.saved_step = self.progress.global_step
             self.resume_ckpt = None  # free its memory before training
             log.info("resumed from %s at epoch %d%s", self.resume_file, self.progress.epoch,
@@ -180,9 +183,14 @@ class Run:
         self.strategy.begin_epoch(p.epoch)
         self.callbacks.on_epoch_start(self)
         self.train_loader.set_epoch(p.epoch, p.batch)
+        if p.batch == 0:
+            self.tally = EpochTally()
+        if p.epoch_done:  # stopped after the epoch's last step, before its test: only the test is left
+            self.train_seconds = 0.0
+            return self.tally.stats(0.0, 0)
         show = self.show_progress if self.dist.is_main else False
         stats = train_one_epoch(self.step, self.parts.trained, self.train_loader, self.device, p.epoch,
-                                p.steps_per_epoch - p.batch, show, after_step=self.after_step)
+                                p.steps_per_epoch - p.batch, show, after_step=self.after_step, tally=self.tally)
         self.train_seconds = time.perf_counter() - self.epoch_started
         return stats
 
@@ -200,7 +208,8 @@ class Run:
         metrics = {"epoch": p.epoch, **test.values, "lr": self.epoch_lr, **schedule_values,
                    **{f"train/{k}": v for k, v in train.values.items()},
                    "skipped_steps": train.skipped, "epoch_seconds": seconds,
-                   "train_images_per_second": train.batches * cfg.batch_size * self.dist.world_size / self.train_seconds}
+                   "train_images_per_second": train.batches * cfg.batch_size * self.dist.world_size
+                   / max(self.train_seconds, 1e-9)}
         if not p.epoch_done:
             metrics["epoch_fraction"] = p.batch / p.steps_per_epoch
         self._data_wait_hint(metrics, train)
@@ -224,7 +233,11 @@ class Run:
         """One checkpoint of the current progress (all ranks: the RNG states are gathered)."""
         p = self.progress
         value = self.selection.value if tested else None
-        self.outputs.save_checkpoint(**self.state.capture(p, value, completed=p.epoch_done, ranked=tested))
+        completed = p.epoch_done and tested  # a stop after the last step: the epoch's test is still to come
+        state = self.state.capture(p, value, completed=completed, ranked=tested)
+        if not completed:
+            state["epoch_tally"] = self.tally.state_dict()
+        self.outputs.save_checkpoint(**state)
         self.saved_step = p.global_step
 
     def finish(self, status: str, exit_code: int = 0, **summary: Any) -> RunResult:
