@@ -23,8 +23,10 @@ import pytest
 from lictrain.analysis.analyzer import HyperparameterAnalyzer, bd_rate_table, pareto_table, rd_table
 from lictrain.analysis.readers import (_record_type, encode_wandb_log, iter_wandb_log, read_wandb_offline,
                                        read_wandb_synced, scan_runs)
+from lictrain.checkpoint.lock import LOCK_NAME, RunDirLock
 from lictrain.cli.main import main
 from lictrain.errors import DataError
+from lictrain.tracking.records import effective_status
 
 os.environ.setdefault("WANDB_SILENT", "true")
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -208,6 +210,43 @@ def test_crashed_run_is_failed_when_its_lock_owner_is_dead(tmp_path: Path) -> No
     assert df.loc[0, "state"] == "failed" and df.loc[0, "status"] == "crashed"
 
 
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_effective_status_of_a_running_record(tmp_path: Path) -> None:
+    import socket
+
+    run = write_run(tmp_path / "run", {}, {}, status="running")
+    record = json.loads((run / "run.json").read_text())
+    assert effective_status(run, record) == "crashed"  # no lock file: nobody runs it
+    with RunDirLock(run):
+        assert effective_status(run, record) == "running"  # held by this (live) process
+    lock = run / LOCK_NAME
+    lock.write_text(json.dumps({"pid": _dead_pid(), "host": socket.gethostname(), "started": 0.0}))
+    assert effective_status(run, record) == "crashed"  # a dead pid, not flocked
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    assert effective_status(run, record) == "crashed"  # a live pid (reused) that holds no flock
+    lock.write_text(json.dumps({"pid": _dead_pid(), "host": "another-machine"}))
+    assert effective_status(run, record) == "running"  # cannot be checked from here: assumed alive
+    lock.unlink()
+    for status in ("finished", "failed", "interrupted", "stopped"):
+        assert effective_status(run, {**record, "status": status}) == status
+    (run / "run.json").write_text(json.dumps({**record, "status": "finished"}))
+    assert effective_status(run, record) == "finished"  # ended after record was read: not a crash
+
+
+def test_crashed_trial_is_resumed_like_an_interrupted_one(tmp_path: Path) -> None:
+    from lictrain.search.trial import trial_status
+
+    run = write_run(tmp_path / "trial", {}, {}, status="running")
+    assert trial_status(run) == "interrupted"
+    with RunDirLock(run):
+        assert trial_status(run) == "running"
+
+
 def test_missing_or_empty_folder_is_a_data_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(DataError, match="does not exist"):
         HyperparameterAnalyzer(tmp_path / "nope").load_results()
@@ -222,11 +261,16 @@ def test_missing_or_empty_folder_is_a_data_error(tmp_path: Path, capsys: pytest.
 
 # --------------------------------------------------------------------------- tables
 def test_load_results_columns_and_states(tmp_path: Path) -> None:
-    df = HyperparameterAnalyzer(sweep_folder(tmp_path)).load_results()
+    root = sweep_folder(tmp_path)
+    with RunDirLock(root / "running"):  # a live run holds its directory's lock
+        df = HyperparameterAnalyzer(root).load_results()
     assert len(df) == 17
     assert list(df.columns[:9]) == ["name", "state", "status", "run_id", "source", "path", "lambda", "gamma", "w_lr"]
     assert {"psnr", "bpp", "loss", "ms_ssim"} <= set(df.columns)
     assert df["state"].value_counts().to_dict() == {"finished": 15, "failed": 1, "running": 1}
+    df = HyperparameterAnalyzer(root).load_results()  # its process gone: crashed, not running
+    assert df["state"].value_counts().to_dict() == {"finished": 15, "failed": 2}
+    assert df.set_index("name").loc["running", "status"] == "crashed"
     assert df["lambda"].dtype == float and df["epochs"].dtype.kind == "i"
 
 

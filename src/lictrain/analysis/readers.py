@@ -51,7 +51,7 @@ from lictrain.analysis.wandb_log import (  # noqa: F401 (re-exported)
 from lictrain.analysis.wandb_offline import TAIL_RECORDS, _proto, _wandb_state, read_wandb_offline  # noqa: F401
 from lictrain.analysis.wandb_synced import read_wandb_synced
 from lictrain.errors import DataError
-from lictrain.tracking.records import is_step_row, run_completed
+from lictrain.tracking.records import effective_status, is_step_row, run_completed
 
 __all__ = [
     "RunData", "CorruptRunError", "iter_wandb_log", "encode_wandb_log", "read_wandb_offline",
@@ -68,8 +68,9 @@ STATE_OF_STATUS = {"finished": "finished", "failed": "failed", "running": "runni
 def read_lictrain_run(run_dir: str | os.PathLike[str], history: bool = False) -> RunData:
     """Read a lictrain run directory's ``run.json`` (and ``metrics.jsonl`` when ``history``).
 
-    ``lmbda`` becomes ``lambda`` (the W&B name). A ``running`` run whose lock file names a
-    process of this machine that no longer exists is reported as ``failed`` (status ``crashed``).
+    ``lmbda`` becomes ``lambda`` (the W&B name). A ``running`` run that no live process holds
+    (:func:`~lictrain.tracking.records.effective_status`) is reported as ``failed`` (status
+    ``crashed``).
 
     Raises:
         CorruptRunError: For unreadable JSON.
@@ -87,9 +88,7 @@ def read_lictrain_run(run_dir: str | os.PathLike[str], history: bool = False) ->
     config = dict(record.get("config") or {})
     if "lmbda" in config:
         config["lambda"] = config.pop("lmbda")
-    status = record.get("status") if isinstance(record.get("status"), str) else "running"
-    if status == "running" and _crashed(run_dir):
-        status = "crashed"
+    status = effective_status(run_dir, record)
     rows = None
     if history:
         path = run_dir / "metrics.jsonl"
@@ -102,27 +101,6 @@ def read_lictrain_run(run_dir: str | os.PathLike[str], history: bool = False) ->
                    summary={k: v for k, v in flatten(record.get("summary") or {}).items()},
                    state=state, status=status, name=run_dir.name,
                    history=rows, started=record.get("started"))
-
-
-def _crashed(run_dir: Path) -> bool:
-    """Whether ``run_dir``'s lock file names a dead process on this machine."""
-    lock = run_dir / ".lictrain.lock"
-    try:
-        info = json.loads(lock.read_text())
-    except (OSError, ValueError):
-        return False
-    import socket
-
-    pid = info.get("pid") if isinstance(info, dict) else None
-    if not isinstance(pid, int) or info.get("host") not in (None, socket.gethostname()):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False
-    return False
 
 
 # -- the folder walk ---------------------------------------------------------------------------

@@ -29,7 +29,7 @@ try:  # POSIX
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["LOCK_NAME", "RunDirLock", "pid_alive"]
+__all__ = ["LOCK_NAME", "RunDirLock", "lock_held", "pid_alive"]
 
 LOCK_NAME = ".lictrain.lock"
 
@@ -82,6 +82,49 @@ def _owner_alive(info: dict[str, Any]) -> bool:
     if host and host != socket.gethostname():
         return True  # cannot check a pid on another machine: assume it lives
     return pid_alive(pid)
+
+
+def lock_held(directory: str | os.PathLike[str], name: str = LOCK_NAME) -> bool:
+    """Whether a live process holds ``directory``'s run lock (read-only; takes nothing).
+
+    No lock file: ``False`` (a run removes it when it releases the lock). A lock file naming
+    another host: ``True`` (its pid cannot be checked from here). A pid of this host that no
+    longer runs: ``False``. Otherwise the ``flock`` decides (a live pid may be a reused one).
+    """
+    path = Path(directory) / name
+    if not path.exists():
+        return False
+    info = _read_owner(path)
+    host, pid = info.get("host"), info.get("pid")
+    if host and host != socket.gethostname():
+        return True
+    if isinstance(pid, int) and not pid_alive(pid):
+        return False  # checked without touching the flock, which a starting run may be taking
+    held = _flock_held(path)
+    if held is None:  # no flock here: the pid is all there is (unknown owner: assume alive)
+        return pid_alive(pid) if isinstance(pid, int) else True
+    return held
+
+
+def _flock_held(path: Path) -> bool | None:
+    """Whether some process holds an exclusive ``flock`` on ``path``; ``None`` if unknowable."""
+    if fcntl is None:  # pragma: no cover - Windows
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False  # released while we looked
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            return True
+        return None
+    finally:
+        os.close(fd)  # also drops our shared lock at once
+    return False
 
 
 def _describe(info: dict[str, Any]) -> str:
@@ -200,7 +243,12 @@ class RunDirLock:
         os.write(fd, data)
 
     def release(self) -> None:
-        """Give the lock up (remove the file). Safe to call twice; a no-op in a forked child."""
+        """Give the lock up (remove the file). Safe to call twice; a no-op in a forked child.
+
+        Never raises for the file: a folder that turned read-only (or vanished) mid-run keeps a
+        lock file nobody holds, which the next run takes over; raising here would only bury the
+        error that ended the run.
+        """
         if self._fd is None:
             return
         if self._pid != os.getpid():  # forked child: the parent still owns it
@@ -211,9 +259,13 @@ class RunDirLock:
                 self.path.unlink()
             except FileNotFoundError:
                 pass
+            except OSError as exc:
+                log.debug("could not remove lock file %s (%s); the lock is released anyway", self.path, exc)
         finally:
             try:
                 os.close(self._fd)  # closing drops the flock
+            except OSError as exc:  # the flock goes with the descriptor whatever close says
+                log.debug("closing lock file %s: %s", self.path, exc)
             finally:
                 self._fd = None
                 self._pid = None

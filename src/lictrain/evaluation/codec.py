@@ -458,12 +458,12 @@ def read_bitstream_file(path: str | os.PathLike[str]) -> bytes:
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
-    from lictrain.checkpoint.io import _atomic_write
+    from lictrain.checkpoint.io import atomic_write
 
     if path.is_dir():
         raise ConfigError(f"-o {path} is a directory; give a file name")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, lambda handle: handle.write(data), fsync=False)
+        atomic_write(path, lambda handle: handle.write(data), fsync=False)
     except OSError as exc:
         raise ConfigError(f"cannot write {path}: {exc.strerror or exc}; choose a writable path") from exc

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from lictrain.config import TrainConfig
-from lictrain.tracking.records import run_completed
+from lictrain.tracking.records import effective_status, run_completed
 from lictrain.errors import CheckpointError, DataError
 
 __all__ = ["TrialOutcome", "run_trial", "trial_status", "has_checkpoint", "dir_busy", "set_aside",
@@ -57,10 +57,17 @@ class TrialOutcome:
 
 def trial_status(run_dir: Path) -> str | None:
     """``run.json``'s status in ``run_dir`` (``None`` if there is no readable one); a run that
-    ``--early-stop`` ended counts as ``finished`` (it is done, not pruned)."""
+    ``--early-stop`` ended counts as ``finished`` (it is done, not pruned), and one whose
+    process died (``crashed``) as ``interrupted``: resumed from its checkpoint, else rerun."""
+    status = _recorded_status(run_dir)
+    return "interrupted" if status == "crashed" else status
+
+
+def _recorded_status(run_dir: Path) -> str | None:
+    """:func:`trial_status`, but a dead run reads ``crashed`` (a failure yet to be recorded)."""
     try:
         record = json.loads((Path(run_dir) / "run.json").read_text())
-        status = str(record.get("status"))
+        status = effective_status(Path(run_dir), record)
         if run_completed(status, record.get("summary")):
             return "finished"
         return status
@@ -110,7 +117,7 @@ def mark_failed(run_dir: Path, cfg: TrainConfig, error: str) -> None:
     """Make ``run_dir/run.json`` say ``failed`` with ``error`` unless it already records an end."""
     from lictrain.tracking.records import RunRecord
 
-    status = trial_status(run_dir)
+    status = _recorded_status(run_dir)  # running or crashed: the failure is not on record yet
     if status in ("failed", "finished", "stopped", "interrupted"):
         return
     try:

@@ -1,7 +1,10 @@
 """Run records readable without W&B: ``run.json`` and ``metrics.jsonl``.
 
-``run.json`` holds the config, the status (``running``, ``finished``, ``failed``,
-``interrupted``), the final summary and the package versions; it is rewritten atomically.
+``run.json`` holds the config, the status, the final summary and the package versions; it is
+rewritten atomically. Statuses: ``running``, ``finished``, ``failed``, ``interrupted``,
+``stopped`` (written by the run), and ``crashed``: never written, it is how
+:func:`effective_status` reads a ``running`` whose process is gone (``kill -9``, out of memory,
+a disk too full to rewrite ``run.json``), told by the run directory's lock.
 ``metrics.jsonl`` gets one JSON object per epoch, appended and flushed as the epoch ends, and
 with ``--log-every`` step rows between them (``"kind": "step"``, never folded into the summary).
 """
@@ -12,11 +15,13 @@ import json
 import math
 import platform
 import sys
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from lictrain.checkpoint.io import _atomic_write
+from lictrain.checkpoint.io import atomic_write
+from lictrain.checkpoint.lock import lock_held
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
@@ -51,7 +56,7 @@ def json_safe(value: Any) -> Any:
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write ``data`` as JSON to ``path`` atomically and durably (temporary file, fsync, rename)."""
     text = (json.dumps(json_safe(data), indent=2) + "\n").encode()
-    _atomic_write(path, lambda handle: handle.write(text), fsync=True)
+    atomic_write(path, lambda handle: handle.write(text), fsync=True)
 
 
 class RunRecord:
@@ -134,6 +139,26 @@ def run_completed(status: Any, summary: Any) -> bool:
     by ``--early-stop`` (complete, unlike a run pruned by a sweep or interrupted)."""
     return status == "finished" or (status == "stopped" and isinstance(summary, dict)
                                     and summary.get("early_stopped") is True)
+
+
+def effective_status(run_dir: Path, record: Mapping[str, Any]) -> str:
+    """``record``'s status (``record`` is ``run_dir/run.json``, parsed), except that ``running``
+    becomes ``crashed`` when no live process holds the run directory's lock.
+
+    A run takes the lock before it first writes ``run.json`` and releases it (removing the lock
+    file) just before its last write, so a ``running`` without a held lock is a dead process;
+    ``run.json`` is read again before saying so, in case the run has just ended. A missing or
+    non-string status reads as ``running``.
+    """
+    status = record.get("status")
+    status = status if isinstance(status, str) else "running"
+    if status != "running" or lock_held(run_dir):
+        return status
+    try:  # the run may have released its lock and written its end since record was read
+        again = json.loads((Path(run_dir) / RUN_FILE).read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        again = None
+    return again if isinstance(again, str) and again != "running" else "crashed"
 
 
 def is_step_row(row: Any) -> bool:
