@@ -76,7 +76,7 @@ from lictrain.checkpoint.tracking import (
     _tracking_text,
     checkpoint_filename,
 )
-from lictrain.checkpoint.writer import _BackgroundWriter, _write_error
+from lictrain.checkpoint.writer import _BackgroundWriter, _write_error, save_payload
 from lictrain.errors import CheckpointError
 
 __all__ = [
@@ -372,7 +372,7 @@ class CheckpointManager:
     def _write(self, payload: dict[str, Any], record: _Record) -> None:
         """Write one checkpoint durably, then the tracking file, then apply retention."""
         final = self.save_dir / record.name
-        _atomic_write(final, lambda f: torch.save(payload, f), fsync=self.fsync)
+        _atomic_write(final, lambda f: save_payload(payload, f), fsync=self.fsync)
         record.stamp(final)
         with self._state_lock:
             self._records[record.name] = record

@@ -15,6 +15,8 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
+
 from lictrain.errors import CheckpointError, StorageError
 
 # The manager's logger: records keep the name they had before the split.
@@ -33,6 +35,36 @@ def _write_error(path: Path, exc: BaseException) -> CheckpointError:
         f"saving checkpoint {path} failed ({type(exc).__name__}: {exc}); check free disk "
         "space and permissions of the save directory"
     )
+
+
+class _KeepWriteError:
+    """A file wrapper that keeps the ``OSError`` of a failed write: torch's zip writer reports a full
+    disk only as ``RuntimeError: unexpected pos``, which would hide the cause."""
+
+    def __init__(self, file: Any) -> None:
+        self.file = file
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
+def save_payload(payload: Any, file: Any) -> None:
+    """``torch.save(payload, file)``; a write that failed raises its own ``OSError`` (ENOSPC, EROFS...)."""
+    sink = _KeepWriteError(file)
+    try:
+        torch.save(payload, sink)
+    except RuntimeError:
+        if sink.error is not None:
+            raise sink.error from None
+        raise
 
 
 def storage_cause(exc: BaseException) -> str:
