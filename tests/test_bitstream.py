@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from lictrain.config import TrainConfig
 from lictrain.errors import BitstreamError, CheckpointError, ConfigError, LictrainError
-from lictrain.evaluation.bitstream import FORMAT_VERSION, MAGIC, pack, unpack
+from lictrain.evaluation.bitstream import BASE_VERSION, FORMAT_VERSION, MAGIC, pack, storable_name, unpack
 from lictrain.evaluation.codec import (
     codec_from_model, decode_bytes, encode_image, load_codec, weights_fingerprint,
 )
@@ -49,7 +49,7 @@ def test_pack_unpack_round_trip_keeps_every_field() -> None:
     assert s.strings == [[b"\x01\x02\x03" * 40], [b"zz" * 9]]
     assert s.recon_crc == 0xDEADBEEF
     assert s.payload_bytes == 120 + 18
-    assert data.startswith(MAGIC) and data[4] == FORMAT_VERSION
+    assert data.startswith(MAGIC) and data[4] == BASE_VERSION  # no checkpoint name: a version-1 file
     assert len(data) - s.payload_bytes == 37 + len("bmshj2018-hyperprior")  # header + checksums: ~60 bytes
 
 
@@ -99,6 +99,82 @@ def test_other_format_version_says_so() -> None:
     body = bytes(data[:-4])
     with pytest.raises(BitstreamError, match="format version 99"):
         unpack(body + zlib.crc32(body).to_bytes(4, "big"))
+
+
+# Written by lictrain before format version 2 existed (pack at commit ca59f38): the version-1 layout
+# must stay readable, and a file without a checkpoint name is still written byte for byte like this.
+V1_FILES = [
+    ("4c49431a010114626d73686a323031382d666163746f72697a656401000102030405060705070002010101010c01020304000102030405"
+     "060708090a0b1a614040",
+     dict(model="bmshj2018-factorized", quality=1, fingerprint=bytes(range(8)), height=5, width=7, shape=(1, 1),
+          strings=[[bytes(range(12))]], recon_crc=0x01020304)),
+    ("4c49431a0102096870636d2d74696e790100000000000000000302010d5b5b312c315d2c5b322c325d5d0201080108000000000000000"
+     "0ffffffffffffffffa2e3b448",
+     dict(model="hpcm-tiny", quality=1, fingerprint=bytes(8), height=3, width=2, shape=((1, 1), (2, 2)),
+          strings=[[b"\x00" * 8], [b"\xff" * 8]], centred=True)),
+]
+
+
+@pytest.mark.parametrize(("hex_data", "fields"), V1_FILES)
+def test_version_1_files_still_read_and_are_still_written(hex_data: str, fields: dict) -> None:
+    data = bytes.fromhex(hex_data)
+    s = unpack(data)
+    assert (s.model, s.quality, s.height, s.width, s.checkpoint, s.run, s.coded_with) == (
+        fields["model"], 1, fields["height"], fields["width"], None, None, None)
+    assert s.strings == fields["strings"] and s.centred == fields.get("centred", False)
+    assert pack(**fields) == data
+
+
+def test_a_named_checkpoint_makes_a_version_2_file() -> None:
+    data = sample(checkpoint="checkpoint_epoch00003.pt", run="hpcm-tiny-0.0067-20261130")
+    s = unpack(data)
+    assert data[4] == FORMAT_VERSION == 2
+    assert (s.checkpoint, s.run) == ("checkpoint_epoch00003.pt", "hpcm-tiny-0.0067-20261130")
+    assert s.coded_with == "checkpoint_epoch00003.pt of run hpcm-tiny-0.0067-20261130"
+    assert s.strings == unpack(sample()).strings and s.recon_crc == 0xDEADBEEF
+    assert unpack(sample(checkpoint="w.pt")).coded_with == "w.pt"  # no run directory known
+    for n in range(len(data)):  # every cut of the longer header is still a clean error
+        with pytest.raises(BitstreamError) as info:
+            unpack(data[:n])
+        one_line_error(info.value)
+
+
+def _with_crc(body: bytes) -> bytes:
+    return body + zlib.crc32(body).to_bytes(4, "big")
+
+
+def test_hostile_checkpoint_names_are_refused() -> None:
+    good = sample(checkpoint="ck.pt")[:-4]
+    at = good.index(b"ck.pt") - 1  # its length byte
+    for raw in (b"a\nb", b"\x1b[2J", b"a/b", b"\xff\xfe"):
+        with pytest.raises(BitstreamError, match="checkpoint or run name") as info:
+            unpack(_with_crc(good[:at] + bytes([len(raw)]) + raw + good[at + 6:]))
+        one_line_error(info.value)
+    with pytest.raises(BitstreamError, match="impossible checkpoint name"):  # over 255 bytes: refused before reading
+        unpack(_with_crc(good[:at] + b"\x80\x7f" + good[at + 6:]))
+    with pytest.raises(BitstreamError, match="empty checkpoint name"):
+        unpack(_with_crc(good[:at] + b"\x00" + good[at + 6:]))
+    v1_with_flag = bytearray(sample())
+    v1_with_flag[5] |= 0x04  # the flag means nothing in a version-1 file
+    with pytest.raises(BitstreamError, match="unknown flags"):
+        unpack(_with_crc(bytes(v1_with_flag[:-4])))
+
+
+def test_an_unprintable_model_name_is_refused_in_one_line() -> None:
+    body = bytearray(sample()[:-4])
+    body[body.index(b"bmshj2018") + 6] = ord("\n")  # what a mutation with a recomputed CRC found
+    with pytest.raises(BitstreamError, match="unprintable model name") as info:
+        unpack(_with_crc(bytes(body)))
+    one_line_error(info.value)
+
+
+def test_names_are_made_storable() -> None:
+    assert storable_name("checkpoint_epoch00003.pt") == "checkpoint_epoch00003.pt"
+    assert storable_name("a\nb\x1bc/d") == "a?b?c?d"
+    assert storable_name("é" * 200) == "é" * 127  # 255 bytes of UTF-8, cut at a character
+    assert storable_name("") is None and storable_name(None) is None
+    with pytest.raises(ValueError):
+        sample(checkpoint="a\nb")
 
 
 # --------------------------------------------------------------------------- with a model

@@ -87,6 +87,38 @@ def test_crafted_headers_are_refused_before_allocating(codec) -> None:
     refuse(model, info, _crafted(data, strings=short))
 
 
+@pytest.fixture(scope="module")
+def hpcm_codec():
+    torch.manual_seed(0)
+    model = build_model("hpcm-tiny", 1)
+    model.eval()
+    info = codec_from_model(model, "hpcm-tiny", 1)
+    pixels = (torch.rand(3, 40, 72, generator=torch.Generator().manual_seed(2)) * 255).to(torch.uint8)
+    return model, info, encode_image(model, info, pixels).data
+
+
+TOO_SHORT = [b"", b"\x01", b"\x01\x02", b"\x01\x02\x03", b"\x00" * 5, b"\xff" * 9, b"\x00" * 8, b"\xff" * 8]
+
+
+@pytest.mark.parametrize("which", ["codec", "hpcm_codec"])
+def test_streams_too_short_for_rans_are_refused_without_a_reconstruction_checksum(which: str, request) -> None:
+    """Nothing else would catch them: with no checksum the decoder made an image of an empty stream."""
+    model, info, data = request.getfixturevalue(which)
+    s = unpack(data)
+    assert decode_bytes(model, info, _crafted(data, recon_crc=None)).matches_encoder is None  # the real streams pass
+    for g in range(len(s.strings)):  # y, then z
+        for bad in TOO_SHORT:
+            strings = [list(group) for group in s.strings]
+            strings[g] = [bad]
+            message = refuse(model, info, _crafted(data, strings=strings, recon_crc=None))
+            assert f"stream {g}" in message and "rANS" in message, message
+    empty = [[b""] for _ in s.strings]
+    assert "rANS" in refuse(model, info, _crafted(data, strings=empty, recon_crc=None))
+    batch = [list(group) * 2 for group in s.strings]  # two images' streams: the decoder would build a batch
+    assert "one per latent" in refuse(model, info, _crafted(data, strings=batch, recon_crc=None))
+    assert "one per latent" in refuse(model, info, _crafted(data, strings=[[] for _ in s.strings], recon_crc=None))
+
+
 @pytest.mark.parametrize("shape_json", ["[" * 5000 + "]" * 5000, '["a", "b"]', "[1e400, 2]", "[-3, 2]",
                                         "[[[[[[1, 2]]]]]]", '{"h": 1}'])
 def test_hostile_json_shapes_are_refused(codec, shape_json: str) -> None:

@@ -181,6 +181,38 @@ def test_compress_decompress_cli_round_trip(run_files, capsys: pytest.CaptureFix
     assert decoded.shape == (64, 64, 3) and decoded.dtype == np.uint8
 
 
+def test_compress_names_its_checkpoint_and_decompress_asks_for_that_file(run_files, tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """compress -c RUN_DIR logs the checkpoint file it resolved to and records its name in the .lic; a
+    decoder given other weights names the file the stream needs (retention may have deleted it)."""
+    from lictrain.evaluation.bitstream import unpack
+
+    run = tmp_path / "demo-run"
+    run.mkdir()
+    needed = save_checkpoint(run / "checkpoint_epoch00003.pt", seed=3)
+    image, lic = run_files["data"] / "a.png", tmp_path / "a.lic"
+    assert main(["compress", str(image), "-o", str(lic), "-c", str(run)]) == 0
+    err = capsys.readouterr().err
+    assert f"coded with checkpoint {needed.resolve()} (weights fingerprint " in err
+    stream = unpack(lic.read_bytes())
+    assert stream.coded_with == "checkpoint_epoch00003.pt of run demo-run" and lic.read_bytes()[4] == 2
+
+    later = save_checkpoint(run / "checkpoint_epoch00005.pt", seed=5)  # the run went on: -c RUN_DIR is now epoch 5
+    for expected in (f"pass {needed} with -c", "pass that file with -c"):
+        assert main(["decompress", str(lic), "-o", str(tmp_path / "a.png"), "-c", str(later)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+        assert (f"was coded with checkpoint_epoch00003.pt of run demo-run (bmshj2018-hyperprior quality 1, weights "
+                f"fingerprint {stream.fingerprint.hex()}), but the checkpoint {later} holds other weights") in err
+        assert err.rstrip().endswith(expected), err
+        needed.unlink(missing_ok=True)  # what checkpoint retention does
+    assert not (tmp_path / "a.png").exists()
+    other_model = save_checkpoint(tmp_path / "mean.pt", "bmshj2018-factorized")
+    assert main(["decompress", str(lic), "-o", str(tmp_path / "a.png"), "-c", str(other_model)]) == 2
+    err = capsys.readouterr().err
+    assert "coded with checkpoint_epoch00003.pt of run demo-run" in err and "is bmshj2018-factorized quality 1" in err
+
+
 @pytest.mark.parametrize("case", ["wrong-checkpoint", "truncated", "foreign", "missing-file", "missing-ckpt",
                                   "missing-image", "lossy-output"])
 def test_cli_errors_are_one_line_with_exit_code_2(case: str, run_files, capsys: pytest.CaptureFixture[str]) -> None:

@@ -131,6 +131,38 @@ def test_converted_state_loads_strict(name: str, variant: str) -> None:
     _load_strict(name, converted)
 
 
+def test_official_variant_of_the_plain_architectures_only() -> None:
+    from lictrain.models.hpcm.official import official_variant
+
+    assert official_variant("hpcm-base") == "hpcm-base-official"
+    assert official_variant("hpcm-large") == "hpcm-large-official"
+    assert official_variant("hpcm-tiny") is None and official_variant("hpcm-base-official") is None
+
+
+@pytest.mark.slow
+def test_eval_with_model_hpcm_base_evaluates_an_official_checkpoint(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """``eval -m hpcm-base`` on an official release runs it as hpcm-base-official and says so in one
+    log line; another architecture is still a one-line refusal."""
+    from PIL import Image
+
+    from lictrain.cli.main import main
+    from lictrain.evaluation.results import read_curve
+
+    path = tmp_path / "HPCM_Base_0.0067.pth.tar"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in random_official_state(manifest("base")).items()}}, path)
+    image = tmp_path / "a.png"
+    Image.fromarray((pinned_image()[0, :, :64, :64] * 255).round().byte().permute(1, 2, 0).numpy()).save(image)
+    common = ["--dataset", str(image), "--out-dir", str(tmp_path / "out"), "--quiet", "--no-bitstreams"]
+    assert main(["eval", str(path), "-m", "hpcm-base", *common]) == 0
+    err = capsys.readouterr().err
+    assert f"{path} holds official HPCM weights: using hpcm-base-official" in err
+    assert read_curve(tmp_path / "out" / "hpcm-base-official.json").points[0].params["model"] == "hpcm-base-official"
+    assert main(["eval", str(path), "-m", "hpcm-large", *common, "--force"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after the "evaluating on ..." line
+    assert last.startswith("lictrain eval: error: --model hpcm-large contradicts") and "hpcm-base-official" in last
+
+
 def test_large_without_gains_gets_gains_one() -> None:
     state = {k: v for k, v in random_official_state(manifest("large"), device="meta").items()
              if not k.startswith("adaptive_params_list.")}

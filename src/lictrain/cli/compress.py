@@ -9,9 +9,12 @@ Example::
 from __future__ import annotations
 
 import argparse
+import logging
 from typing import Any
 
 from lictrain.cli.common import add_flag, check_output
+
+log = logging.getLogger(__name__)
 
 HELP = "compress an image to a .lic bitstream with a trained checkpoint"
 
@@ -50,4 +53,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out}: {len(enc.data)} bytes, {bits / (height * width):.4f} bpp "
           f"({width}x{height}, payload {8 * enc.payload_bytes / (height * width):.4f} bpp), "
           f"{info.label}, encoded in {enc.encode_s:.2f} s")
+    # The full path, after success (a failure stays one line): a run directory stands for its latest
+    # checkpoint, which retention may delete later; the file records only the name.
+    log.info("coded with checkpoint %s (weights fingerprint %s); decode with that file: the .lic names it",
+             Path(info.source).resolve(), info.fingerprint.hex())
     return 0

@@ -65,19 +65,28 @@ def _check_results_free(args: argparse.Namespace, anchors: list[str], out_dir: A
 
     names = list(anchors)
     if args.checkpoints:
-        name = args.name or args.model
-        if name is None:  # the default curve name is the model the first checkpoint holds
-            from lictrain.checkpoint.weights import load_weights
-
-            try:
-                name = load_weights(args.checkpoints[0]).model
-            except Exception:  # unreadable: load_codec reports it properly later
-                name = None
+        name = args.name or _default_curve_name(args.checkpoints[0], args.model)
         if name:
             names.append(str(name))
     for name in names:
         for suffix in (".json", ".csv"):
             check_output(out_dir / f"{safe_name(name)}{suffix}", named=True, force=False, flag="--out-dir")
+
+
+def _default_curve_name(checkpoint: str, model: str | None) -> str | None:
+    """The model the first checkpoint holds (the curve's default name), as load_codec will see it:
+    ``--model`` for weights-only files, the recorded model otherwise (``--model hpcm-base`` on
+    official HPCM weights evaluates ``hpcm-base-official``)."""
+    from lictrain.models.hpcm.official import official_variant
+
+    if model is not None and official_variant(model) is None:
+        return model  # the file must record this very model, or load_codec refuses it
+    from lictrain.checkpoint.weights import load_weights
+
+    try:
+        return load_weights(checkpoint).model or model
+    except Exception:  # unreadable: load_codec reports it properly later
+        return model
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,13 +3,15 @@
 Layout (all integers are unsigned LEB128 varints unless a width is given)::
 
     magic          4 bytes  b"LIC\\x1a"
-    version        1 byte   FORMAT_VERSION
+    version        1 byte   1, or 2 when a version-2 field is present (flag bit 2)
     flags          1 byte   bit 0: a reconstruction checksum is present; bit 1: the image was padded
                             with zeros, centred (the official HPCM test protocol), else on the
-                            right/bottom by edge replication
+                            right/bottom by edge replication; bit 2 (version 2): the checkpoint is named
     model name     varint length + UTF-8
     quality        varint
     fingerprint    8 bytes  first 8 bytes of sha256 over the model weights (see codec.py)
+    [checkpoint    if flags bit 2: its file name (varint length 1..255 + UTF-8), then the name of
+                   its run directory (varint length 0..255 + UTF-8; 0 = not known)]
     height, width  varint, varint   the image size before padding
     shape          1 kind byte: 0 = flat tuple of ints (varint count + varints),
                                 1 = nested lists of ints as compact JSON (varint length + ASCII)
@@ -21,6 +23,10 @@ Layout (all integers are unsigned LEB128 varints unless a width is given)::
 ``streams`` mirrors CompressAI's ``strings``: a list (one group per latent, e.g. ``y`` and
 ``z``) of lists (one entry per batch item) of ``bytes``.
 
+A file is written in the lowest version that holds its fields, so a file without a checkpoint
+name stays a version-1 file that every lictrain reads; a version-1 reader refuses a version-2 file
+by its version number (not as "corrupt").
+
 The header costs about 20 bytes plus the model name; it is part of every whole-file bpp.
 Every way a file can be wrong -- too short, too long, another format, a newer version, a
 flipped bit -- raises :class:`~lictrain.errors.BitstreamError` with a one-line message before
@@ -30,6 +36,7 @@ any decoding starts.
 from __future__ import annotations
 
 import json
+import sys
 import zlib
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -37,11 +44,17 @@ from typing import Any, Sequence
 from lictrain.errors import BitstreamError
 
 MAGIC = b"LIC\x1a"
-FORMAT_VERSION = 1
+#: the newest format version (read and written); :data:`BASE_VERSION` files are read too
+FORMAT_VERSION = 2
+#: the version of a file without version-2 fields: what lictrain wrote before version 2 existed
+BASE_VERSION = 1
 FINGERPRINT_BYTES = 8
 _FLAG_RECON_CRC = 0x01
 _FLAG_CENTRED = 0x02
-_KNOWN_FLAGS = _FLAG_RECON_CRC | _FLAG_CENTRED
+_FLAG_CHECKPOINT = 0x04  # version 2
+_KNOWN_FLAGS = {1: _FLAG_RECON_CRC | _FLAG_CENTRED, 2: _FLAG_RECON_CRC | _FLAG_CENTRED | _FLAG_CHECKPOINT}
+#: longest checkpoint or run name stored (NAME_MAX: any file or directory name fits)
+MAX_CHECKPOINT_NAME = 255
 _SHAPE_FLAT, _SHAPE_JSON = 0, 1
 _MAX_NAME = 255
 _MAX_SIDE = 1 << 20  # a 1M x 1M image is far beyond anything a learned codec will decode here
@@ -62,6 +75,8 @@ class Bitstream:
         shape: the ``shape`` object of ``model.compress`` (tuples of ints).
         strings: the ``strings`` of ``model.compress``: groups of streams of bytes.
         recon_crc: CRC32 of the encoder's uint8 reconstruction, or ``None`` when absent.
+        checkpoint: the file name of the checkpoint that encoded it, or ``None`` (version-1 files).
+        run: the name of that checkpoint's run directory, or ``None`` when not known.
     """
 
     model: str
@@ -73,6 +88,8 @@ class Bitstream:
     strings: list[list[bytes]]
     recon_crc: int | None = None
     centred: bool = False  # padded centred (crop the middle back), else right/bottom (crop the top-left)
+    checkpoint: str | None = None
+    run: str | None = None
 
     @property
     def payload_bytes(self) -> int:
@@ -82,6 +99,26 @@ class Bitstream:
     @property
     def fingerprint_hex(self) -> str:
         return self.fingerprint.hex()
+
+    @property
+    def coded_with(self) -> str | None:
+        """``"checkpoint_epoch00003.pt of run R"`` (or the file name alone), None when not recorded."""
+        if self.checkpoint is None:
+            return None
+        return f"{self.checkpoint} of run {self.run}" if self.run else self.checkpoint
+
+
+def storable_name(text: str | None) -> str | None:
+    """``text`` as a checkpoint or run name the header can hold, None when nothing is left.
+
+    Characters that are not printable (a newline or escape would break one-line messages and
+    terminals) and path separators become ``?``; the UTF-8 is cut to :data:`MAX_CHECKPOINT_NAME` bytes.
+    """
+    if not text:
+        return None
+    clean = "".join(c if c.isprintable() and c not in "/\\" else "?" for c in text)
+    clean = clean.encode("utf-8")[:MAX_CHECKPOINT_NAME].decode("utf-8", "ignore")
+    return clean or None
 
 
 # --------------------------------------------------------------------------- writing
@@ -132,6 +169,8 @@ def pack(
     strings: Sequence[Sequence[bytes]],
     recon_crc: int | None = None,
     centred: bool = False,
+    checkpoint: str | None = None,
+    run: str | None = None,
 ) -> bytes:
     """Serialise one encoded image to the bytes of a ``.lic`` file.
 
@@ -140,6 +179,8 @@ def pack(
         strings: ``model.compress(x)["strings"]``.
         recon_crc: CRC32 of the encoder's uint8 reconstruction (lets the decoder prove it
             reproduced the same image), or ``None``.
+        checkpoint, run: the checkpoint's file name and its run directory's name (see
+            :func:`storable_name`); a named checkpoint makes the file version 2.
 
     Raises:
         ValueError: arguments that cannot be stored (a bug in the caller, not a user error).
@@ -152,12 +193,21 @@ def pack(
     if isinstance(strings, (bytes, bytearray)) or any(isinstance(g, (bytes, bytearray)) for g in strings):
         raise ValueError("compress() must return 'strings' as a list (per latent) of lists (per image) of bytes")
     groups = [[bytes(s) for s in group] for group in strings]
+    if checkpoint is not None and storable_name(checkpoint) != checkpoint:
+        raise ValueError(f"checkpoint name {checkpoint!r} cannot be stored; pass storable_name() of it")
+    if run is not None and (checkpoint is None or storable_name(run) != run):
+        raise ValueError(f"run name {run!r} cannot be stored (or no checkpoint name given)")
     head = bytearray(MAGIC)
-    head.append(FORMAT_VERSION)
-    head.append((_FLAG_RECON_CRC if recon_crc is not None else 0) | (_FLAG_CENTRED if centred else 0))
+    head.append(FORMAT_VERSION if checkpoint is not None else BASE_VERSION)
+    head.append((_FLAG_RECON_CRC if recon_crc is not None else 0) | (_FLAG_CENTRED if centred else 0)
+                | (_FLAG_CHECKPOINT if checkpoint is not None else 0))
     head += _varint(len(name)) + name
     head += _varint(quality)
     head += fingerprint
+    if checkpoint is not None:
+        for text in (checkpoint, run or ""):
+            raw = text.encode("utf-8")
+            head += _varint(len(raw)) + raw
     head += _varint(height) + _varint(width)
     head += _encode_shape(_normalise_shape(shape))
     head += _varint(len(groups))
@@ -280,6 +330,49 @@ def _pairs(shape: Shape) -> Any:
                 yield from _pairs(part)
 
 
+#: CompressAI's rANS coder (Rans64 with 32-bit words, also HPCM's) flushes its 64-bit state as two
+#: words: every stream it writes is a whole number of words, at least two, and starts with a state
+#: in [2^31, 2^63) (the coder's invariant: RANS64_L <= x < RANS64_L << 32)
+RANS_WORD_BYTES = 4
+RANS_MIN_BYTES = 8
+_RANS_STATE = range(1 << 31, 1 << 63)
+
+
+def rans_problem(strings: Sequence[Sequence[bytes]]) -> str | None:
+    """Why ``strings`` cannot be CompressAI's rANS encoding of one image, or None when they can be.
+
+    One stream per latent (a ``.lic`` file holds one image: more would make the decoder build a
+    batch of images), each a whole number of 4-byte words, at least 8 bytes, starting with a
+    valid rANS state.
+    """
+    for g, group in enumerate(strings):
+        if len(group) != 1:
+            return f"latent {g} has {len(group)} streams, but a .lic file holds exactly one per latent (one image)"
+        data = group[0]
+        if len(data) < RANS_MIN_BYTES or len(data) % RANS_WORD_BYTES:
+            return (f"stream {g} has {len(data)} bytes, too short or misaligned for a rANS encoding "
+                    f"(a multiple of {RANS_WORD_BYTES}, at least {RANS_MIN_BYTES})")
+        # Rans64DecInit reads two native-endian 32-bit words, low word first.
+        state = int.from_bytes(data[:4], sys.byteorder) | int.from_bytes(data[4:8], sys.byteorder) << 32
+        if state not in _RANS_STATE:
+            return f"stream {g} does not start with a valid rANS state ({state:#x})"
+    return None
+
+
+def check_rans_streams(stream: Bitstream, what: str = "the bitstream") -> None:
+    """Refuse streams that cannot be the rANS encoding of one image (:func:`rans_problem`) before the
+    decoder reads them: CompressAI's decoder reads without bounds checks and decodes an empty or
+    short stream to a plausible-looking image, which nothing else notices in a file without a
+    reconstruction checksum.
+
+    Raises:
+        BitstreamError: one line naming the stream and the problem.
+    """
+    problem = rans_problem(stream.strings)
+    if problem is not None:
+        raise BitstreamError(f"{what} is corrupt: {problem}; re-encode the image")
+
+
 def unpack(data: bytes, what: str = "the bitstream") -> Bitstream:
     """Parse the bytes of a ``.lic`` file.
 
@@ -301,10 +394,10 @@ def unpack(data: bytes, what: str = "the bitstream") -> Bitstream:
     r = _Reader(data, what)
     r.pos = len(MAGIC)
     version = r.take(1, "header")[0]
-    if version != FORMAT_VERSION:
+    if version not in _KNOWN_FLAGS:
         raise BitstreamError(
-            f"{what} uses bitstream format version {version}; this lictrain reads version {FORMAT_VERSION}: "
-            "decode it with the lictrain version that wrote it"
+            f"{what} uses bitstream format version {version}; this lictrain reads versions {BASE_VERSION} to "
+            f"{FORMAT_VERSION}: decode it with the lictrain version that wrote it"
         )
     # A cut-off file fails while parsing ("truncated"); a complete one with a flipped bit
     # fails the checksum after parsing ("corrupt").
@@ -315,6 +408,9 @@ def unpack(data: bytes, what: str = "the bitstream") -> Bitstream:
         model = r.take(name_len, "model name").decode("utf-8")
         quality = r.varint("quality", 1 << 16)
         fingerprint = r.take(FINGERPRINT_BYTES, "weights fingerprint")
+        names = [b"", b""]
+        if version >= 2 and flags & _FLAG_CHECKPOINT:
+            names = [r.take(r.varint(field, MAX_CHECKPOINT_NAME), field) for field in ("checkpoint name", "run name")]
         height = r.varint("image height", _MAX_SIDE)
         width = r.varint("image width", _MAX_SIDE)
         shape = _decode_shape(r)
@@ -335,11 +431,29 @@ def unpack(data: bytes, what: str = "the bitstream") -> Bitstream:
         )
     if not checksum_ok:
         raise r.corrupt("checksum mismatch: the file was altered or damaged")
-    if flags & ~_KNOWN_FLAGS:
+    if flags & ~_KNOWN_FLAGS[version]:
         raise r.corrupt(f"unknown flags {flags:#x}")
     if height == 0 or width == 0:
         raise r.corrupt(f"an empty image size {width}x{height}")
-    return Bitstream(model, quality, fingerprint, height, width, shape, strings, recon_crc, bool(flags & _FLAG_CENTRED))
+    if not model.isprintable():  # messages quote it: a newline would split them
+        raise r.corrupt(f"an unprintable model name {model[:40]!r}")
+    checkpoint, run = (_checked_name(raw, r) for raw in names)
+    if flags & _FLAG_CHECKPOINT and checkpoint is None:
+        raise r.corrupt("an empty checkpoint name")
+    return Bitstream(model, quality, fingerprint, height, width, shape, strings, recon_crc, bool(flags & _FLAG_CENTRED),
+                     checkpoint, run)
+
+
+def _checked_name(raw: bytes, r: _Reader) -> str | None:
+    """A stored checkpoint or run name, None when empty; corrupt unless :func:`storable_name` keeps it as is
+    (a hostile file must not put a newline or a terminal escape into our messages)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise r.corrupt("a checkpoint or run name that is not UTF-8") from None
+    if text and storable_name(text) != text:
+        raise r.corrupt(f"an unprintable checkpoint or run name {text[:40]!r}")
+    return text or None
 
 
 def reconstruction_crc(pixels_bytes: bytes) -> int:

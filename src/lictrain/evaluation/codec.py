@@ -55,6 +55,8 @@ class CodecInfo:
         lmbda: the training λ, when known.
         device: where the model runs.
         pad: how images are padded to the model's input multiple (:data:`PAD_MODES`).
+        checkpoint: the weights file's name, recorded in the ``.lic`` files it writes (None: in memory).
+        run: the name of that file's run directory (lictrain checkpoints), else None.
     """
 
     model: str
@@ -66,6 +68,8 @@ class CodecInfo:
     lmbda: float | None = None
     device: str = "cpu"
     pad: str = "replicate"  # see PAD_MODES
+    checkpoint: str | None = None
+    run: str | None = None
 
     @property
     def label(self) -> str:
@@ -153,7 +157,7 @@ def load_codec(
         name, q = model, quality
     else:
         if model is not None and model != name:
-            raise ConfigError(f"--model {model} contradicts {path}, which was trained as {name}; drop --model")
+            _accept_recorded_model(path, str(name), model)
         if quality is not None and int(quality) != int(q):
             raise ConfigError(f"--quality {quality} contradicts {path}, which was trained at quality {q}; drop --quality")
     q = int(q)
@@ -180,13 +184,27 @@ def load_codec(
     net.to(dev)
     epoch = ckpt.get("epoch")
     lmbda = config.get("lmbda")
+    run = path.resolve().parent.name if "model_state" in ckpt else None  # a lictrain checkpoint lives in its run
     info = CodecInfo(
         model=spec.name, quality=q, fingerprint=fingerprint, alignment=spec.alignment,
         source=str(path),
         epoch=int(epoch) if isinstance(epoch, int) else None,
         lmbda=float(lmbda) if isinstance(lmbda, (int, float)) else None, device=str(dev),
+        checkpoint=bs.storable_name(path.name), run=bs.storable_name(run),
     )
     return net, info
+
+
+def _accept_recorded_model(path: Path, recorded: str, requested: str) -> None:
+    """Allow ``--model hpcm-base`` for weights recorded as its official variant (one log line says
+    so: the variant is the same architecture with the official code's s2 placement, the only one
+    those weights run correctly in); any other difference is a ConfigError."""
+    from lictrain.models.hpcm.official import official_variant
+
+    if official_variant(requested) != recorded:
+        raise ConfigError(f"--model {requested} contradicts {path}, which was trained as {recorded}; drop --model")
+    log.info("%s holds official HPCM weights: using %s (%s with the official code's s2 placement)",
+             path, recorded, requested)
 
 
 #: widest value range (in quantisation bins) a factorized entropy model may span; CompressAI's
@@ -311,11 +329,18 @@ class Encoded:
     verify_s: float
 
 
-def encode_image(model: torch.nn.Module, info: CodecInfo, pixels: torch.Tensor, *, verify: bool = True) -> Encoded:
+def encode_image(model: torch.nn.Module, info: CodecInfo, pixels: torch.Tensor, *, verify: bool = True,
+                 name_checkpoint: bool = True) -> Encoded:
     """Compress a uint8 (3, H, W) image into ``.lic`` bytes.
 
     With ``verify`` the encoder decodes its own streams once and stores the CRC32 of that
-    reconstruction in the file (see the module docstring).
+    reconstruction in the file (see the module docstring). With ``name_checkpoint`` the file
+    records ``info.checkpoint`` and ``info.run`` (when known), so a decoder given other weights can
+    say which file it needs.
+
+    Raises:
+        BitstreamError: the model's streams are not CompressAI rANS streams of one image (no
+            decoder here could read them back).
     """
     device = torch.device(info.device)
     height, width = int(pixels.shape[1]), int(pixels.shape[2])
@@ -334,9 +359,15 @@ def encode_image(model: torch.nn.Module, info: CodecInfo, pixels: torch.Tensor, 
             verify_s = time.perf_counter() - t1
             crc = bs.reconstruction_crc(recon.numpy().tobytes())
     t2 = time.perf_counter()
+    checkpoint, run = (info.checkpoint, info.run) if name_checkpoint and info.checkpoint else (None, None)
     data = bs.pack(model=info.model, quality=info.quality, fingerprint=info.fingerprint, height=height,
-                   width=width, shape=shape, strings=strings, recon_crc=crc, centred=info.pad == "official")
+                   width=width, shape=shape, strings=strings, recon_crc=crc, centred=info.pad == "official",
+                   checkpoint=checkpoint, run=run)
     encode_s += time.perf_counter() - t2
+    problem = bs.rans_problem(strings)
+    if problem is not None:  # a file no decoder here could read back: refuse to write it
+        raise BitstreamError(f"{info.model}'s compress() returned streams that are not CompressAI rANS streams of "
+                             f"one image ({problem}); a .lic file holds nothing else")
     payload = sum(len(s) for group in strings for s in group)
     return Encoded(data, payload, recon, encode_s, verify_s)
 
@@ -352,17 +383,39 @@ class Decoded:
 
 
 def check_compatible(stream: bs.Bitstream, info: CodecInfo, what: str) -> None:
-    """Raise BitstreamError when ``stream`` was encoded by another model or other weights."""
-    if stream.model != info.model or stream.quality != info.quality:
+    """Raise BitstreamError when ``stream`` was encoded by another model or other weights; when the
+    stream names its checkpoint (format version 2) the message names that file."""
+    same_model = stream.model == info.model and stream.quality == info.quality
+    if same_model and stream.fingerprint == info.fingerprint:
+        return
+    if stream.coded_with is not None:
+        ours = (f"holds other weights (fingerprint {info.fingerprint.hex()})" if same_model
+                else f"is {info.model} quality {info.quality}")
+        raise BitstreamError(
+            f"{what} was coded with {stream.coded_with} ({stream.model} quality {stream.quality}, weights fingerprint "
+            f"{stream.fingerprint.hex()}), but the checkpoint {info.source} {ours}; {_pass_hint(stream, info)}"
+        )
+    if not same_model:
         raise BitstreamError(
             f"{what} was encoded with {stream.model} quality {stream.quality}, but the checkpoint "
             f"{info.source} is {info.model} quality {info.quality}; decode it with the checkpoint that encoded it"
         )
-    if stream.fingerprint != info.fingerprint:
-        raise BitstreamError(
-            f"{what} was encoded with other weights (fingerprint {stream.fingerprint.hex()}, the checkpoint "
-            f"{info.source} has {info.fingerprint.hex()}); decode it with the checkpoint that encoded it"
-        )
+    raise BitstreamError(
+        f"{what} was encoded with other weights (fingerprint {stream.fingerprint.hex()}, the checkpoint "
+        f"{info.source} has {info.fingerprint.hex()}); decode it with the checkpoint that encoded it"
+    )
+
+
+def _pass_hint(stream: bs.Bitstream, info: CodecInfo) -> str:
+    """"pass <path> with -c" when the named checkpoint sits beside the one given, else "pass that file with -c"."""
+    given = Path(info.source)
+    beside = given.parent / str(stream.checkpoint)
+    try:
+        found = (beside.name != given.name and beside.is_file()
+                 and (stream.run is None or given.resolve().parent.name == stream.run))
+    except OSError:
+        found = False
+    return f"pass {beside} with -c" if found else "pass that file with -c"
 
 
 def _safe_strings(stream: bs.Bitstream) -> list[list[bytes]]:
@@ -399,6 +452,7 @@ def decode_bytes(model: torch.nn.Module, info: CodecInfo, data: bytes, *, what: 
     stream = bs.unpack(data, what)
     check_compatible(stream, info, what)
     bs.check_consistent(stream, info.alignment, limit=max_pixels(), what=what)
+    bs.check_rans_streams(stream, what)
     try:
         with torch.inference_mode():
             x_hat = model.decompress(_safe_strings(stream), stream.shape)["x_hat"]
@@ -426,7 +480,8 @@ def with_reconstruction_crc(stream: bs.Bitstream, pixels: torch.Tensor) -> bytes
     encoder's own verification decode would have stored, without a second decode."""
     return bs.pack(model=stream.model, quality=stream.quality, fingerprint=stream.fingerprint, height=stream.height,
                    width=stream.width, shape=stream.shape, strings=stream.strings,
-                   recon_crc=bs.reconstruction_crc(pixels.numpy().tobytes()), centred=stream.centred)
+                   recon_crc=bs.reconstruction_crc(pixels.numpy().tobytes()), centred=stream.centred,
+                   checkpoint=stream.checkpoint, run=stream.run)
 
 
 # --------------------------------------------------------------------------- files

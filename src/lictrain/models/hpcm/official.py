@@ -42,6 +42,8 @@ BASE_NAME = "hpcm-base-official"
 LARGE_NAME = "hpcm-large-official"
 _CONFIGS: dict[str, HPCMConfig] = {BASE_NAME: BASE, LARGE_NAME: LARGE}
 _LABELS = {BASE_NAME: "HPCM-Base", LARGE_NAME: "HPCM-Large"}
+#: the lictrain architecture each official variant is (same parameters, official s2 placement)
+_PLAIN = {"hpcm-base": BASE_NAME, "hpcm-large": LARGE_NAME}
 
 # Buffers of the official model: not weights (shapes vary once its update() has run).
 _OFFICIAL_BUFFERS = frozenset({
@@ -136,6 +138,12 @@ def official_manifest(name: str) -> dict[str, tuple[int, ...]]:
         for src in sources:
             manifest[src] = each
     return manifest
+
+
+def official_variant(name: str) -> str | None:
+    """The model that runs official weights of architecture ``name``: ``hpcm-base`` ->
+    ``hpcm-base-official``, ``hpcm-large`` -> ``hpcm-large-official``; None for any other name."""
+    return _PLAIN.get(name)
 
 
 def _strip(key: object) -> object:
