@@ -187,10 +187,30 @@ def test_auto_resume_takes_over_a_folder_left_before_its_first_checkpoint(data: 
 def test_stop_signals_set_a_flag_and_restore_the_handlers() -> None:
     before = signal.getsignal(signal.SIGUSR1)
     with StopSignals(["SIGUSR1", "SIGHUP"]) as signals:
+        signals.defer()  # the loop runs: signals only set the flag
         signal.raise_signal(signal.SIGUSR1)
         signal.raise_signal(signal.SIGHUP)  # a second signal while stopping: noted, never fatal
         assert signals.received == "SIGUSR1" and signals.repeats == 1
     assert signal.getsignal(signal.SIGUSR1) is before
+
+
+def test_a_signal_during_setup_stops_at_once_with_nothing_saved(data: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading data or waiting for torchrun's peers can take long: a stop then must not wait for a
+    first step (the scheduler kills the job when its grace period ends)."""
+    import lictrain.training.run as run_module
+
+    real = run_module.build_parts
+
+    def slow_setup(*args: Any, **kwargs: Any) -> Any:
+        signal.raise_signal(signal.SIGTERM)
+        raise AssertionError("the setup went on after the signal")
+    monkeypatch.setattr(run_module, "build_parts", slow_setup)
+    result = fit(small_cfg(data, tmp_path / "run"), show_progress=False)
+    assert result.status == "interrupted" and result.exit_code == 75
+    assert not list((tmp_path / "run").glob("checkpoint_*.pt"))
+    monkeypatch.setattr(run_module, "build_parts", real)
+    assert fit(small_cfg(data, tmp_path / "run", epochs=1, auto_resume=True), show_progress=False).status == "finished"
 
 
 def test_stop_signal_names_are_checked() -> None:

@@ -128,7 +128,7 @@ def resolve_checkpoint(path_or_dir: str | os.PathLike[str]) -> Path:
         if (p / "run.json").is_file():  # a run that stopped before its first checkpoint
             raise CheckpointError(
                 f"{p} holds a run that stopped before saving its first checkpoint: there is nothing to resume; "
-                f"start it again with a new --save_path (or delete {p} first)"
+                f"start it again in the same folder with --save-path {p} --auto-resume"
             )
         raise CheckpointError(
             f"no lictrain checkpoint (checkpoint_epoch*.pt) in {p}; pass a checkpoint file or "

@@ -45,7 +45,13 @@ def init_distributed(device: torch.device) -> tuple[DistInfo, torch.device]:
         torch.cuda.set_device(local_rank)
         device = torch.device("cuda", local_rank)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        # torchrun's store outlives a restart (--max-restarts): without a prefix per attempt the
+        # restarted ranks may read the dead ranks' addresses and fail to connect
+        store, rank, world_size = next(dist.rendezvous("env://"))
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        dist.init_process_group(backend=backend, store=dist.PrefixStore(f"lictrain/attempt{attempt}/", store),
+                                rank=rank, world_size=world_size)
     info = DistInfo(rank, world_size, local_rank)
     if not info.is_main:
         # one voice on the terminal: other ranks report warnings and errors only

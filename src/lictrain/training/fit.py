@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 from lictrain.checkpoint.writer import storage_cause
@@ -20,7 +21,7 @@ from lictrain.config import TrainConfig
 from lictrain.errors import StopRun, StorageError
 from lictrain.training.run import Run, RunResult
 from lictrain.training.rundir import auto_resume_action
-from lictrain.training.stopping import StopSignals
+from lictrain.training.stopping import StoppedInSetup, StopSignals
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,13 @@ def fit(cfg: TrainConfig, show_progress: bool | None = None,
     if done is not None:
         return done
     with StopSignals(cfg.stop_signals) as signals:
-        run = Run.setup(cfg, signals, started, show_progress)
         try:
+            run = Run.setup(cfg, signals, started, show_progress)
+        except StoppedInSetup as stop:  # nothing trained yet: nothing to save
+            log.warning("%s during setup: stopped before training (run the same command again)", stop.signal_name)
+            return RunResult(Path(cfg.save_path or "."), "interrupted", config=cfg, exit_code=stop.exit_code)
+        try:
+            signals.defer()  # from here a signal stops the run between two steps
             run.resume_if_any()
             while run.progress.epoch < run.progress.epochs and not run.stop.check():
                 train = run.train_epoch()  # ends early only between two steps

@@ -98,7 +98,8 @@ class RunOutputs:
         """
         error = None
         try:
-            self.close()
+            if self.checkpoints is not None:
+                self.checkpoints.wait()  # every save durable (or failed) before the status is written
         except CheckpointError as exc:
             error, status, exit_code = exc, "failed", exc.exit_code
             summary["error"] = str(exc)
@@ -110,6 +111,10 @@ class RunOutputs:
             except OSError as exc:  # a full or read-only disk: run.json then reads `crashed`, not `running`
                 log.warning("could not record status %s in %s: %s", status, self.record.run_path,
                             storage_cause(exc) or exc)
+        try:
+            self.close()  # releases the run directory's lock: only now may a reader take the run as over
+        except CheckpointError as exc:
+            error = error or exc
         if self.tracker is not None:
             try:
                 self.tracker.finish(exit_code=exit_code)

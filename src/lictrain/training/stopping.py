@@ -34,23 +34,49 @@ EXIT_REQUEUE = 75
 EXIT_CTRL_C = 130
 
 
-class StopSignals:
-    """Install flag-setting handlers for ``names`` (a context manager; restores the old ones).
+class StoppedInSetup(BaseException):
+    """A stop signal arrived while the run was being set up: nothing trained, nothing to save.
 
-    Outside the main thread Python cannot install handlers: the object then only reports
-    :attr:`received` as ``None`` (the caller's own handlers stay in force).
+    A BaseException (as KeyboardInterrupt), so that no ``except Exception`` of the setup swallows it.
+    """
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CTRL_C if self.signal_name == "SIGINT" else EXIT_REQUEUE
+
+
+class StopSignals:
+    """Install handlers for ``names`` (a context manager; restores the old ones).
+
+    Until :meth:`defer` is called (the training loop begins) a signal raises
+    :class:`StoppedInSetup` at once: a run still loading data or waiting for its peers has
+    nothing to save and must not outlive its scheduler's grace period. After it, a signal only
+    sets a flag. Outside the main thread Python cannot install handlers: the object then only
+    reports :attr:`received` as ``None`` (the caller's own handlers stay in force).
     """
 
     def __init__(self, names: list[str] | tuple[str, ...]) -> None:
         self.names = tuple(names)
         self.received: str | None = None  # the first stop signal's name
         self.repeats = 0  # further signals while stopping (logged, harmless)
+        self.deferred = False
         self._previous: dict[int, Any] = {}
 
+    def defer(self) -> None:
+        """From now on a signal only sets the flag that the loop reads between steps."""
+        self.deferred = True
+
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if not self.deferred:
+            raise StoppedInSetup(name)
         # Only set a flag: the step running now finishes, the loop stops after it.
         if self.received is None:
-            self.received = signal.Signals(signum).name
+            self.received = name
         else:
             self.repeats += 1
 
