@@ -323,6 +323,10 @@ def run(args: argparse.Namespace) -> int:
         from lictrain.tracking.records import run_completed
 
         done = run_completed(result.status, result.summary) and not result.already_done
+        if done and result.stop_signal:
+            log.warning("%s arrived as training finished: the closing evaluation is skipped (lictrain eval %s "
+                        "runs it)", result.stop_signal, result.run_dir)
+            done = False
         if done and int(os.environ.get("RANK", "0")) == 0:
             report = closing_evaluation(cfg, result) if cfg.final_eval else ""
             advice = closing_advice(cfg, result)

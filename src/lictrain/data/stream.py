@@ -13,8 +13,10 @@ run with good photos never stops; only a source with no usable photo is an error
 
 from __future__ import annotations
 
+import atexit
 import logging
 import signal
+import weakref
 from typing import Any, Iterator, Protocol, Sequence
 
 import numpy as np
@@ -199,6 +201,10 @@ class CropLoader:
                                  num_workers=num_workers, persistent_workers=num_workers > 0, pin_memory=pin_memory,
                                  prefetch_factor=2 if num_workers > 0 else None, generator=torch.Generator(),
                                  worker_init_fn=ignore_stop_signals if num_workers > 0 else None)
+        if num_workers > 0:
+            # registered after multiprocessing's own exit hook, so it runs first (atexit is LIFO):
+            # that hook ends daemon children with SIGTERM, which these workers ignore
+            atexit.register(_close_at_exit, weakref.ref(self))
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Fix the coming epoch; start it at batch ``start_batch`` (a resumed, interrupted epoch)."""
@@ -209,7 +215,7 @@ class CropLoader:
 
         They ignore stop signals (:func:`ignore_stop_signals`), so the SIGTERM that
         ``multiprocessing`` sends its daemon children at interpreter exit would not end them:
-        the run closes them itself when it ends.
+        the run closes them when it ends (and an exit hook closes any loader left open).
         """
         iterator = getattr(self.loader, "_iterator", None)  # DataLoader keeps persistent workers' iterator there
         if iterator is not None:
@@ -251,6 +257,12 @@ def ignore_stop_signals(worker_id: int = 0) -> None:
     for name in WORKER_IGNORED_SIGNALS:
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
+def _close_at_exit(loader: "weakref.ref[CropLoader]") -> None:
+    alive = loader()
+    if alive is not None:
+        alive.close()
 
 
 def from_worker(exc: DataError) -> DataError:

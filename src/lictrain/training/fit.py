@@ -131,6 +131,7 @@ def finished(run: Run) -> RunResult:
         # the calibration's estimate, at the pace the machine keeps now (load comes and goes)
         run.outputs.note("closing_estimate_seconds", run.plan.closing_seconds * budget.clock.pace / run.plan.step_seconds)
     result = run.finish("finished", **extra)
+    result.stop_signal = run.stop.signals.received  # it came during the last epoch's test or save
     stopper = run.selection.stopper
     log.info("finished: %s (best test %s %.4g in epoch %d)", run.outputs.run_dir, run.selection.best.name,
              stopper.top, stopper.top_epoch + 1)

@@ -55,6 +55,7 @@ class RunResult:
     config: TrainConfig | None = None  # as trained: a planned length, a measured --batch-size auto
     exit_code: int = 0  # what the CLI exits with (lictrain.training.stopping)
     already_done: bool = False  # --auto-resume found the run finished: nothing was trained
+    stop_signal: str | None = None  # a stop signal arrived as the run finished: skip the closing evaluation
 
 
 class Run:
