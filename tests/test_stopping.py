@@ -270,3 +270,31 @@ def test_sigterm_to_the_process_group_with_workers_is_requeued_to_an_exact_end(d
     assert epoch_rows(cut) == epoch_rows(straight)
     steps = [(r["step"], r["train/loss"]) for r in read_metrics(cut, steps=True)]
     assert steps == [(r["step"], r["train/loss"]) for r in read_metrics(straight, steps=True)]
+
+
+@pytest.mark.slow
+def test_a_checkpoint_of_the_format_before_the_callbacks_still_resumes_exactly(data: Path, tmp_path: Path,
+                                                                               straight: list,
+                                                                               interrupt_after_steps) -> None:
+    """lictrain 0.1 checkpoints: no ``progress``/``hooks``, early stopping under ``early_stop``, the
+    LR schedule as a LambdaLR(WarmupDecay) state. They resume at their batch with the same LR."""
+    from lictrain.checkpoint import load_checkpoint, resolve_checkpoint
+
+    run = tmp_path / "run"
+    interrupt_after_steps(3)
+    assert fit(small_cfg(data, run), show_progress=False).status == "interrupted"
+    interrupt_after_steps.disarm()
+    path = resolve_checkpoint(run)
+    ckpt = load_checkpoint(path)
+    lr = ckpt.pop("lr_scheduler_state")
+    ckpt["lr_scheduler_state"] = {"base_lrs": [1e-4], "last_epoch": 3, "_step_count": 4, "verbose": False,
+                                  "_get_lr_called_within_step": False, "_last_lr": [1e-4],
+                                  "lr_lambdas": [{"total_steps": lr["total_steps"], "warmup_steps": lr["warmup_steps"],
+                                                  "shape": "cosine"}]}
+    ckpt["early_stop"] = ckpt.pop("hooks")["selection"]
+    del ckpt["progress"], ckpt["epoch_tally"], ckpt["lictrain"]
+    torch.save(ckpt, path)
+    (run / "checkpoint_tracking.json").unlink()  # the scan adopts the rewritten file
+    assert fit(small_cfg(data, run, resume=str(run)), show_progress=False).status == "finished"
+    rows = epoch_rows(run)
+    assert [(loss, lr) for loss, _, lr in rows] == [(loss, lr) for loss, _, lr in straight]

@@ -148,3 +148,21 @@ def nonfinite_tensors(state: Mapping[str, Any], prefix: str = "") -> list[str]:
             if not bool(torch.isfinite(value).all()):
                 bad.append(name)
     return bad
+
+
+_reported: set[tuple[str, int, int]] = set()
+
+
+def warn_once(logger: logging.Logger, path: Path, message: str, *args: Any) -> None:
+    """Warn about a bad checkpoint file once per process (while it stays the same file): the CLI,
+    the resume and the checkpoint manager's scan all meet it, the user needs to read it once."""
+    try:
+        st = path.stat()
+        key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    except OSError:
+        key = (str(path), -1, -1)
+    if key in _reported:
+        logger.debug(message, *args)
+        return
+    _reported.add(key)
+    logger.warning(message, *args)

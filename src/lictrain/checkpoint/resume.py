@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from lictrain.checkpoint.integrity import CorruptCheckpointError, nonfinite_tensors
+from lictrain.checkpoint.integrity import CorruptCheckpointError, nonfinite_tensors, warn_once
 from lictrain.checkpoint.io import load_checkpoint, resolve_checkpoint
 from lictrain.checkpoint.tracking import (
     CHECKPOINT_PATTERN,
@@ -78,7 +78,7 @@ def load_latest_valid(
             skipped.append((candidate, problem))
             continue
         for bad, why in skipped:
-            log.warning("checkpoint %s %s; using the previous one %s", bad, why, candidate.name)
+            warn_once(log, bad, "checkpoint %s %s; using the previous one %s", bad, why, candidate.name)
         return candidate, ckpt
     raise _nothing_usable(p, skipped)
 

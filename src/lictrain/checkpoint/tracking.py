@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from lictrain.checkpoint.integrity import warn_once
 from lictrain.checkpoint.io import load_checkpoint
 from lictrain.errors import CheckpointError
 
@@ -241,7 +242,10 @@ def _scan_directory(save_dir: Path, *, quiet: bool = False) -> tuple[dict[str, _
             try:
                 ckpt = load_checkpoint(save_dir / name, mmap=True)
             except CheckpointError as exc:
-                warn("skipping unreadable checkpoint: %s", exc)
+                if quiet:
+                    warn("skipping unreadable checkpoint: %s", exc)
+                else:
+                    warn_once(log, save_dir / name, "skipping unreadable checkpoint: %s", exc)
                 continue
             rec = _Record.from_checkpoint(name, ckpt)
             rec.stamp(save_dir / name)
