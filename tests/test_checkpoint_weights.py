@@ -117,3 +117,30 @@ def test_official_hpcm_release_is_read_everywhere_weights_are(tmp_path: Path) ->
         load_pretrained_weights(build_model("hpcm-base", 1), str(path), "hpcm-base")
     out = export_safetensors(path, tmp_path / "converted.safetensors")
     assert load_weights(out).model == "hpcm-base-official"
+
+
+def test_a_run_folder_means_its_best_checkpoint_and_selectors_choose(tmp_path: Path) -> None:
+    """eval/export/compress/--pretrained: RUN = its best by the run's metric, RUN:latest = its latest."""
+    import pytest
+
+    from lictrain.checkpoint import CheckpointManager
+    from lictrain.checkpoint.weights import load_weights, resolve_weights
+    from lictrain.errors import CheckpointError
+
+    run = tmp_path / "run"
+    with CheckpointManager(run, keep_last_n=3, keep_best=1, async_save=False, fsync=False) as cm:
+        for epoch, loss in enumerate((3.0, 1.0, 2.0)):  # epoch 1 is best, epoch 2 the latest
+            cm.save_checkpoint(epoch, {"w": torch.full((2,), float(epoch))}, metric_value=loss,
+                               config={"model": "x"}, optimizer_state={})
+    assert resolve_weights(run).name == "checkpoint_epoch00001.pt"
+    assert resolve_weights(f"{run}:best").name == "checkpoint_epoch00001.pt"
+    assert resolve_weights(f"{run}:latest").name == "checkpoint_epoch00002.pt"
+    assert float(load_weights(run).state["w"][0]) == 1.0
+    (run / "checkpoint_tracking.json").unlink()  # ranked from the files' own records
+    assert resolve_weights(run).name == "checkpoint_epoch00001.pt"
+    unranked = tmp_path / "unranked"
+    with CheckpointManager(unranked, async_save=False, fsync=False) as cm:
+        cm.save_checkpoint(0, {"w": torch.zeros(2)}, metric_value=float("nan"), optimizer_state={})
+    assert resolve_weights(unranked).name == "checkpoint_epoch00000.pt"  # none ranked: the latest
+    with pytest.raises(CheckpointError, match=":latest"):
+        resolve_weights(f"{unranked}:best")

@@ -97,7 +97,7 @@ def test_early_stop_ends_the_run_stopped_keeps_the_best_and_resumes(image_folder
     top = max(range(3), key=lambda e: rows[e]["psnr"])  # the best checkpoint is the best epoch, delta or not
     assert summary["best_epoch"] == top and summary["best_checkpoint"].endswith(f"checkpoint_epoch{top:05d}.pt")
     assert "(best" in summary["reason"] and "in epoch 1)" in summary["reason"]  # no epoch beat epoch 1 by 100 dB
-    assert Path(summary["best_checkpoint"]).exists()
+    assert (run / summary["best_checkpoint"]).exists()  # relative to the run folder
     assert [r["epoch"] for r in read_metrics(run)] == [0, 1, 2]
     # resumable: more patience continues from epoch 3 and counts the stale epochs already seen
     code = main(["train", "--resume", str(run), "--early-stop", "3", "--wandb-mode", "disabled"])

@@ -14,6 +14,7 @@ Foreign files are read too, as their authors' tools write them:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,48 @@ from typing import Any
 import torch
 
 from lictrain.checkpoint.io import load_checkpoint, resolve_checkpoint
+from lictrain.checkpoint.tracking import _rank_best, _scan_directory
 from lictrain.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+#: ``RUN:best`` / ``RUN:latest`` pick a run folder's checkpoint explicitly
+SELECTORS = ("best", "latest")
+
+
+def resolve_weights(path: str | Path) -> Path:
+    """The checkpoint file whose weights ``path`` means.
+
+    A file is itself. A run folder means its **best** checkpoint (ranked by the run's
+    ``--best-metric``), or its latest when no epoch was ranked (none finished with a finite
+    value). ``RUN:best`` and ``RUN:latest`` choose explicitly (``--resume`` always continues
+    from the latest).
+
+    Raises:
+        CheckpointError: the path does not exist, the folder holds no checkpoint, or ``RUN:best``
+            of a run with no ranked checkpoint.
+    """
+    text = str(path)
+    p, selector = Path(text).expanduser(), None
+    if not p.exists() and ":" in text:
+        head, _, tail = text.rpartition(":")
+        if tail in SELECTORS and Path(head).expanduser().is_dir():
+            p, selector = Path(head).expanduser(), tail
+    if not p.is_dir() or selector == "latest":
+        return resolve_checkpoint(p)
+    records, tracking = _scan_directory(p, quiet=True)
+    metric = tracking.get("metric_name")
+    if not isinstance(metric, str):  # no tracking file: the metric the checkpoints recorded
+        names = [r.metric_name for r in records.values() if r.metric_name]
+        metric = max(set(names), key=names.count) if names else "loss"
+    best = _rank_best(records, metric, bool(tracking.get("higher_is_better", False)))
+    if best:
+        log.info("%s: its best checkpoint by %s, %s (%s:latest for the latest)", p, metric, best[0].name, p)
+        return p / best[0].name
+    if selector == "best":
+        raise CheckpointError(f"{p} holds no ranked best checkpoint (no tested epoch with a finite {metric}); use "
+                              f"{p}:latest")
+    return resolve_checkpoint(p)
 
 __all__ = ["FOREIGN_KEYS", "Weights", "check_resumable", "load_weights", "model_state_of", "read_weights"]
 
@@ -97,17 +139,17 @@ def _official(state: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
 def load_weights(path: str | Path) -> Weights:
     """Read the weights at ``path`` on the CPU.
 
-    ``path``: a lictrain checkpoint, a run directory (its latest checkpoint), a foreign training
+    ``path``: a lictrain checkpoint, a run directory (its best checkpoint: :func:`resolve_weights`;
+    ``RUN:latest`` for its latest), a foreign training
     checkpoint (CompressAI's layouts), an official HPCM checkpoint, a bare ``state_dict`` file,
     or a ``.safetensors`` file (its metadata may name the model).
 
     Raises:
         CheckpointError: missing, unreadable, unsafe file, or no weights in it.
     """
-    path = Path(path).expanduser()
-    if path.suffix == ".safetensors":
-        return _load_safetensors(path)
-    file = resolve_checkpoint(path)  # a run directory stands for its latest checkpoint
+    if Path(path).expanduser().suffix == ".safetensors":
+        return _load_safetensors(Path(path).expanduser())
+    file = resolve_weights(path)
     ckpt = load_checkpoint(file, map_location="cpu")
     state = model_state_of(ckpt, file, "a lictrain checkpoint, a CompressAI checkpoint, a state_dict or a "
                                        ".safetensors file")

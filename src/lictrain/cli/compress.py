@@ -2,7 +2,7 @@
 
 Example::
 
-    lictrain compress photo.png -o photo.lic --checkpoint outputs/run      # the run's latest checkpoint
+    lictrain compress photo.png -o photo.lic --checkpoint outputs/run      # the run's best checkpoint
     lictrain compress photo.png --checkpoint model.safetensors --model mbt2018-mean --quality 3
 """
 
@@ -22,7 +22,7 @@ HELP = "compress an image to a .lic bitstream with a trained checkpoint"
 def add_codec_flags(p: argparse.ArgumentParser) -> None:
     """``--checkpoint``, ``--model``, ``--quality``, ``--device`` (shared with decompress)."""
     add_flag(p, "checkpoint", "-c", metavar="CKPT", required=True,
-             help="checkpoint file, run directory (its latest checkpoint) or .safetensors file")
+             help="checkpoint file, run directory (its best checkpoint; RUN:latest) or .safetensors file")
     add_flag(p, "model", "-m", help="architecture, for weights-only files (.safetensors, bare state dicts)")
     add_flag(p, "quality", "-q", type=int, help="quality, for weights-only files")
     add_flag(p, "device", default="cpu",
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out}: {len(enc.data)} bytes, {bits / (height * width):.4f} bpp "
           f"({width}x{height}, payload {8 * enc.payload_bytes / (height * width):.4f} bpp), "
           f"{info.label}, encoded in {enc.encode_s:.2f} s")
-    # The full path, after success (a failure stays one line): a run directory stands for its latest
+    # The full path, after success (a failure stays one line): a run directory stands for its best
     # checkpoint, which retention may delete later; the file records only the name.
     log.info("coded with checkpoint %s (weights fingerprint %s); decode with that file: the .lic names it",
              Path(info.source).resolve(), info.fingerprint.hex())

@@ -26,7 +26,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("eval", help=HELP, description=HELP + ". Each checkpoint is one R-D point of one curve; "
                               "each anchor is a curve over a quality sweep. Writes <name>.json and <name>.csv per curve.")
     p.add_argument("checkpoints", nargs="*", metavar="CKPT",
-                   help="checkpoint files, run directories (their latest checkpoint) or .safetensors files")
+                   help="checkpoint files, run directories (their best checkpoint; RUN:latest for the latest) or .safetensors files")
     add_flag(p, "dataset", "-d", metavar="DIR",
              help="folder of images (its test/ subfolder if it has one) or one image; default: built-in test photos")
     add_flag(p, "out_dir", "-o", metavar="DIR", default="outputs/eval",

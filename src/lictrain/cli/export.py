@@ -3,7 +3,7 @@
 Example::
 
     lictrain export runs/q3/checkpoint_epoch00420.pt --out model.safetensors
-    lictrain export runs/q3 --out model.safetensors      # a run directory: its latest
+    lictrain export runs/q3 --out model.safetensors      # a run directory: its best (RUN:latest: its latest)
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ HELP = "export a checkpoint's model weights as .safetensors"
 def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument(
         "checkpoint", metavar="CKPT",
-        help="checkpoint file, or a run directory (its latest checkpoint)",
+        help="checkpoint file, or a run directory (its best checkpoint; RUN:latest for its latest)",
     )
     p.add_argument(
         "--out", "-o", dest="out", required=True, metavar="FILE",
@@ -55,11 +55,11 @@ def run(args: argparse.Namespace) -> int:
     """
     from pathlib import Path
 
-    from lictrain.checkpoint import resolve_checkpoint
+    from lictrain.checkpoint.weights import resolve_weights
     from lictrain.cli.common import check_output
 
     source = Path(args.checkpoint)
-    inputs = [source] + ([resolve_checkpoint(source)] if source.is_dir() else [])
+    inputs = [source, resolve_weights(args.checkpoint)]
     check_output(Path(args.out), named=True, force=args.force, inputs=inputs, flag="--out")
     out = export_safetensors(args.checkpoint, args.out)
     size_mb = out.stat().st_size / 1e6

@@ -360,7 +360,8 @@ def closing_evaluation(cfg: TrainConfig, result: Any) -> str:
         log.warning("closing evaluation skipped: no epoch of this run had a finite test loss (it diverged)")
         return ""
     # fit() records the best checkpoint when the run finishes; without one, the latest
-    best = Path(result.summary.get("best_checkpoint") or resolve_checkpoint(result.run_dir))
+    name = result.summary.get("best_checkpoint")  # relative to the run folder (older runs: a full path)
+    best = result.run_dir / Path(name).name if name else resolve_checkpoint(result.run_dir)
     images = load_test_images(cfg.dataset) if cfg.dataset else None  # the test photos alone: no training set decode
     estimated = _estimated_closing_seconds(result.run_dir)
     log.info("closing evaluation of %s (real bitstreams%s; --no-final-eval skips it)", best.name,

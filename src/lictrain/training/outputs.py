@@ -105,7 +105,8 @@ class RunOutputs:
             summary["error"] = str(exc)
         if self.record is not None:
             if status in ("finished", "stopped") and self.checkpoints is not None:
-                summary.setdefault("best_checkpoint", str(self.checkpoints.best_checkpoint or ""))
+                best = self.checkpoints.best_checkpoint  # its name: relative to the run folder, which may move
+                summary.setdefault("best_checkpoint", best.name if best else "")
             try:
                 self.record.finish(status, **summary)
             except OSError as exc:  # a full or read-only disk: run.json then reads `crashed`, not `running`
