@@ -276,3 +276,18 @@ def test_rd_labels_axes_and_version(tmp_path: Path, capsys: pytest.CaptureFixtur
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])
     assert exit_info.value.code == 0 and capsys.readouterr().out.startswith("lictrain ")
+
+
+def test_a_bd_rate_needs_a_shared_range_of_quality_and_points_of_both_curves() -> None:
+    """The study of issue 23: two curves that share 0.06 dB (one point against one point) gave
+    -23.3% with 'overlap 78%'. Refused now, with the shared range stated; a real overlap is kept."""
+    from lictrain.evaluation.rd import MIN_SHARED_DB
+
+    anchor = ([0.10, 0.20, 0.40], [26.00, 28.03, 30.0])
+    sliver = ([0.15, 0.30, 0.60], [27.97, 29.5, 31.0])  # shares 28.03-27.97... with one anchor point inside
+    res = bd_delta(anchor[0], anchor[1], [0.18, 0.19], [27.98, 28.04])
+    assert math.isnan(res.bd_rate) and res.shared_db < MIN_SHARED_DB
+    assert any("refused" in n and "dB" in n for n in res.notes)
+    good = bd_delta(anchor[0], anchor[1], *sliver)
+    assert math.isfinite(good.bd_rate) and good.shared_db == pytest.approx(30.0 - 27.97)
+    assert good.shared_bpp[0] == pytest.approx(0.15) and good.shared_bpp[1] == pytest.approx(0.40)

@@ -26,6 +26,8 @@ import pandas as pd
 from lictrain.analysis.aliases import canonical_config, canonical_metrics
 from lictrain.analysis.readers import RunData, scan_runs
 from lictrain.errors import DataError
+from lictrain.evaluation.metrics import ms_ssim_db
+from lictrain.evaluation.rd import bd_delta
 
 __all__ = [
     "HyperparameterAnalyzer", "runs_frame", "usable_runs", "recommend", "heatmap_tables",
@@ -310,17 +312,18 @@ def bd_rate_table(rd: pd.DataFrame, rate: str = "bpp", distortion: str = "psnr")
     """BD-rate (%) of every balanced configuration against the standard one (``bjontegaard``, pchip).
 
     Negative means fewer bits for the same PSNR. Needs at least two λ per curve, with PSNR and
-    bpp both rising with λ; otherwise the row says why there is no number.
+    bpp both rising with λ, and the curves must share enough quality range
+    (:func:`lictrain.evaluation.rd.bd_delta`: 0.5 dB, 2 points of each); otherwise the row says
+    why there is no number. ``shared_db``/``shared_bpp``: the range both curves cover.
     """
-    import bjontegaard as bd
-
-    columns = ["config", "anchor", "points", "bd_rate_pct", "note"]
+    columns = ["config", "anchor", "points", "bd_rate_pct", "shared_db", "shared_bpp", "note"]
     rows = []
     anchors = sorted(rd.loc[rd["standard"], "config"].unique()) if len(rd) else []
     for config in [c for c in dict.fromkeys(rd["config"]) if c not in anchors]:
         anchor = _anchor_for(config, anchors)
         test = rd[rd["config"] == config].sort_values(distortion)
-        row = {"config": config, "anchor": anchor or "", "points": len(test), "bd_rate_pct": math.nan, "note": ""}
+        row = {"config": config, "anchor": anchor or "", "points": len(test), "bd_rate_pct": math.nan,
+               "shared_db": math.nan, "shared_bpp": "", "note": ""}
         if anchor is None:
             row["note"] = "no standard (non-balanced) runs to compare with" if not anchors else "no matching standard configuration"
             rows.append(row)
@@ -331,16 +334,11 @@ def bd_rate_table(rd: pd.DataFrame, rate: str = "bpp", distortion: str = "psnr")
             row["note"] = problem
             rows.append(row)
             continue
-        with _warnings.catch_warnings(record=True) as caught:
-            _warnings.simplefilter("always")
-            try:
-                value = bd.bd_rate(ref[rate].to_numpy(), ref[distortion].to_numpy(), test[rate].to_numpy(),
-                                   test[distortion].to_numpy(), method="pchip", require_matching_points=False)
-            except (ValueError, AssertionError) as exc:
-                value, row["note"] = math.nan, f"bjontegaard: {exc}"
-        row["bd_rate_pct"] = float(value)
-        if caught:  # bjontegaard warns on a small overlap of the two PSNR ranges: keep its first sentence
-            row["note"] = "; ".join(str(w.message).split(". You can")[0] for w in caught)
+        quality = (lambda f: [ms_ssim_db(v) for v in f[distortion]]) if distortion == "ms_ssim" else (
+            lambda f: f[distortion].to_numpy())
+        res = bd_delta(ref[rate].to_numpy(), quality(ref), test[rate].to_numpy(), quality(test))
+        row.update(bd_rate_pct=res.bd_rate, shared_db=res.shared_db, shared_bpp="{:.3g}-{:.3g}".format(*res.shared_bpp),
+                   note="; ".join(n for n in res.notes if "BD-quality" not in n))  # a BD-rate table: rate notes
         rows.append(row)
     return pd.DataFrame(rows, columns=columns)
 

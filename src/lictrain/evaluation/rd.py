@@ -15,6 +15,11 @@ integrates a curve by hand. Conventions:
 * **overlap**: the fraction of the test curve's range (quality axis for BD-rate) that the
   anchor's curve also covers. Below ``min_overlap`` (default 0.75) the delta describes only
   part of the test curve and a warning is added; with no overlap it is NaN.
+* **shared range**: the quality range (dB) both curves cover, and the rate range (bpp) they
+  share. A BD-rate is refused (NaN, with a note saying why) when the curves share less than
+  :data:`MIN_SHARED_DB` of quality or fewer than 2 points of either curve lie inside it: a
+  number from one point against one point (or a sliver of a curve) is an extrapolation, not a
+  measurement. The same rule on log-rate guards BD-quality.
 * JVET uses 4 points per curve; fewer (but at least 2) give a number with a warning.
 """
 
@@ -36,6 +41,12 @@ from lictrain.figures import legend_outside, readable_ticks
 
 BD_METHOD = "pchip"
 MIN_POINTS = 4  # JVET CTC
+#: the least quality range (dB) two curves must share for a BD-rate (and the least log10-rate
+#: range, 0.05 = 12% in bpp, for a BD-quality); below it the delta is refused
+MIN_SHARED_DB = 0.5
+MIN_SHARED_LOG_RATE = 0.05
+#: points of each curve that must lie inside the shared range
+MIN_SHARED_POINTS = 2
 
 
 def rd_frame(curves: Sequence[CurveResult]) -> pd.DataFrame:
@@ -63,6 +74,8 @@ class BDResult:
     overlap: float  # fraction of the test curve's quality range the anchor covers
     points: int  # usable points of the test curve
     notes: list[str] = field(default_factory=list)
+    shared_db: float = math.nan  # quality range both curves cover (dB)
+    shared_bpp: tuple[float, float] = (math.nan, math.nan)  # rate range both curves cover
 
 
 def _clean(rate: Sequence[float], quality: Sequence[float], sort_by: str) -> tuple[np.ndarray, np.ndarray]:
@@ -85,6 +98,24 @@ def _overlap(test: np.ndarray, anchor: np.ndarray) -> float:
     return max(hi - lo, 0.0) / span
 
 
+def _shared(test: np.ndarray, anchor: np.ndarray) -> tuple[float, float, int, int]:
+    """The range both sorted axes cover and how many points of each lie in it: (lo, hi, test, anchor)."""
+    lo, hi = max(test.min(), anchor.min()), min(test.max(), anchor.max())
+    if hi < lo:
+        return lo, hi, 0, 0
+    eps = 1e-9 * max(1.0, abs(hi))
+    inside = lambda v: int(((v >= lo - eps) & (v <= hi + eps)).sum())  # noqa: E731
+    return lo, hi, inside(test), inside(anchor)
+
+
+def _too_narrow(span: float, minimum: float, n_test: int, n_anchor: int, unit: str, what: str) -> str:
+    """A note refusing the delta, or '' when the shared range supports one."""
+    if span >= minimum and n_test >= MIN_SHARED_POINTS and n_anchor >= MIN_SHARED_POINTS:
+        return ""
+    return (f"the curves share {span:.2f} {unit} with {n_test} and {n_anchor} point(s) inside it; {what} needs "
+            f">= {minimum:g} {unit} and {MIN_SHARED_POINTS} points of each curve (refused)")
+
+
 def bd_delta(anchor_rate: Sequence[float], anchor_quality: Sequence[float], test_rate: Sequence[float],
              test_quality: Sequence[float], *, min_overlap: float = 0.75) -> BDResult:
     """BD-rate (%) and BD-quality (dB) of a test curve against an anchor (bjontegaard, pchip).
@@ -104,23 +135,27 @@ def bd_delta(anchor_rate: Sequence[float], anchor_quality: Sequence[float], test
         notes.append(f"fewer than {MIN_POINTS} points (JVET uses {MIN_POINTS}); treat as indicative")
     overlap = _overlap(tq, aq)
     if overlap == 0:
-        return BDResult(math.nan, math.nan, 0.0, npts, notes + ["the curves do not overlap in quality; no BD-rate"])
+        return BDResult(math.nan, math.nan, 0.0, npts, notes + ["the curves do not overlap in quality; no BD-rate"], 0.0)
+    q_lo, q_hi, q_test, q_anchor = _shared(tq, aq)
+    ar2, aq2 = _clean(anchor_rate, anchor_quality, "rate")  # BD-quality integrates over log-rate
+    tr2, tq2 = _clean(test_rate, test_quality, "rate")
+    r_lo, r_hi, r_test, r_anchor = _shared(np.log10(tr2), np.log10(ar2))
+    shared_db, shared_bpp = max(q_hi - q_lo, 0.0), (10 ** r_lo, 10 ** r_hi) if r_hi >= r_lo else (math.nan, math.nan)
     if overlap < min_overlap:
         notes.append(f"the anchor covers only {overlap:.0%} of this curve's quality range")
+    rate_refused = _too_narrow(shared_db, MIN_SHARED_DB, q_test, q_anchor, "dB", "a BD-rate")
+    quality_refused = _too_narrow(max(r_hi - r_lo, 0.0), MIN_SHARED_LOG_RATE, r_test, r_anchor, "log10(bpp)",
+                                  "a BD-quality")
+    notes += [n for n in (rate_refused, quality_refused) if n]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        rate = float(bd.bd_rate(ar, aq, tr, tq, method=BD_METHOD, require_matching_points=False, min_overlap=0))
-        # BD-quality integrates over log-rate: sort by rate.
-        ar2, aq2 = _clean(anchor_rate, anchor_quality, "rate")
-        tr2, tq2 = _clean(test_rate, test_quality, "rate")
-        if _overlap(np.log10(tr2), np.log10(ar2)) == 0:
-            quality = math.nan
-            notes.append("the curves do not overlap in rate; no BD-quality")
-        else:
-            quality = float(bd.bd_psnr(ar2, aq2, tr2, tq2, method=BD_METHOD, require_matching_points=False, min_overlap=0))
+        rate = math.nan if rate_refused else float(
+            bd.bd_rate(ar, aq, tr, tq, method=BD_METHOD, require_matching_points=False, min_overlap=0))
+        quality = math.nan if quality_refused else float(
+            bd.bd_psnr(ar2, aq2, tr2, tq2, method=BD_METHOD, require_matching_points=False, min_overlap=0))
     for w in caught:
         notes.append(str(w.message).splitlines()[0])
-    return BDResult(rate, quality, overlap, npts, notes)
+    return BDResult(rate, quality, overlap, npts, notes, shared_db, shared_bpp)
 
 
 def bd_table(curves: Sequence[CurveResult], anchor: str, *, min_overlap: float = 0.75) -> pd.DataFrame:
@@ -128,7 +163,7 @@ def bd_table(curves: Sequence[CurveResult], anchor: str, *, min_overlap: float =
 
     Returns:
         One row per other curve: ``curve, points, bd_rate_psnr, bd_psnr, overlap_psnr,
-        bd_rate_msssim, bd_msssim_db, overlap_msssim, notes``.
+        shared_psnr_db, shared_bpp, bd_rate_msssim, bd_msssim_db, overlap_msssim, notes``.
 
     Raises:
         ConfigError: no curve is named ``anchor``.
@@ -147,9 +182,11 @@ def bd_table(curves: Sequence[CurveResult], anchor: str, *, min_overlap: float =
         s = bd_delta(a.bpp, a.ms_ssim_db, t.bpp, t.ms_ssim_db, min_overlap=min_overlap)
         notes = [f"PSNR: {n}" for n in p.notes] + [f"MS-SSIM: {n}" for n in s.notes if n not in p.notes]
         rows.append({"curve": c.name, "points": p.points, "bd_rate_psnr": p.bd_rate, "bd_psnr": p.bd_quality,
-                     "overlap_psnr": p.overlap, "bd_rate_msssim": s.bd_rate, "bd_msssim_db": s.bd_quality,
-                     "overlap_msssim": s.overlap, "notes": "; ".join(dict.fromkeys(notes))})
-    return pd.DataFrame(rows, columns=["curve", "points", "bd_rate_psnr", "bd_psnr", "overlap_psnr", "bd_rate_msssim",
+                     "overlap_psnr": p.overlap, "shared_psnr_db": p.shared_db,
+                     "shared_bpp": "{:.3g}-{:.3g}".format(*p.shared_bpp), "bd_rate_msssim": s.bd_rate,
+                     "bd_msssim_db": s.bd_quality, "overlap_msssim": s.overlap, "notes": "; ".join(dict.fromkeys(notes))})
+    return pd.DataFrame(rows, columns=["curve", "points", "bd_rate_psnr", "bd_psnr", "overlap_psnr", "shared_psnr_db",
+                                       "shared_bpp", "bd_rate_msssim",
                                        "bd_msssim_db", "overlap_msssim", "notes"])
 
 

@@ -58,15 +58,17 @@ def results_table(curves: Sequence[CurveResult], *, per_image: bool = True) -> s
 
 def bd_text(table: pd.DataFrame, anchor: str) -> str:
     """The BD table of :func:`lictrain.evaluation.rd.bd_table` as text, notes below it."""
-    head = (f"{'curve vs ' + anchor:34s} {'pts':>3s} {'BD-rate':>9s} {'BD-PSNR':>8s} {'overlap':>7s}  "
-            f"{'BD-rate':>9s} {'BD-MSSSIM':>9s} {'overlap':>7s}")
-    sub = f"{'':34s} {'':>3s} {'(PSNR)':>9s} {'(dB)':>8s} {'':>7s}  {'(MS-SSIM)':>9s} {'(dB)':>9s}"
+    head = (f"{'curve vs ' + anchor:34s} {'pts':>3s} {'BD-rate':>9s} {'BD-PSNR':>8s} {'overlap':>7s} {'shared':>7s} "
+            f"{'shared':>13s}  {'BD-rate':>9s} {'BD-MSSSIM':>9s} {'overlap':>7s}")
+    sub = (f"{'':34s} {'':>3s} {'(PSNR)':>9s} {'(dB)':>8s} {'':>7s} {'(dB)':>7s} {'(bpp)':>13s}  {'(MS-SSIM)':>9s} "
+           f"{'(dB)':>9s}")
     lines = [head, sub, "-" * len(head)]
     notes = []
     for row in table.itertuples():
         lines.append(
             f"{str(row.curve)[:34]:34s} {row.points:3d} {_pct(row.bd_rate_psnr):>9s} {_f(row.bd_psnr, '+.3f', 8)} "
-            f"{_f(row.overlap_psnr, '.0%', 7)}  {_pct(row.bd_rate_msssim):>9s} {_f(row.bd_msssim_db, '+.3f', 9)} "
+            f"{_f(row.overlap_psnr, '.0%', 7)} {_f(row.shared_psnr_db, '.2f', 7)} {row.shared_bpp:>13s}  "
+            f"{_pct(row.bd_rate_msssim):>9s} {_f(row.bd_msssim_db, '+.3f', 9)} "
             f"{_f(row.overlap_msssim, '.0%', 7)}"
         )
         if row.notes:
@@ -203,7 +205,8 @@ def final_report(
         res = bd_delta(a.bpp, ref_q, o.bpp, o[column])
         bd_rate, bd_psnr = res.bd_rate, res.bd_quality
         lines.append(f"  BD-rate vs {title} ({what}, pchip): {_pct(bd_rate)}, BD-{what} {_f(bd_psnr, '+.3f', 0)} dB "
-                     f"over {n} points")
+                     f"over {n} points; the curves share {res.shared_db:.2f} dB and "
+                     f"{res.shared_bpp[0]:.3g}-{res.shared_bpp[1]:.3g} bpp")
         lines += [f"  warning: {note}" for note in res.notes]
     else:
         lines.append(f"  BD-rate vs {title}: needs >= {MIN_POINTS} R-D points of ours (checkpoints at different λ), "
