@@ -358,3 +358,14 @@ def test_listing_models_does_not_import_compressai(capsys: pytest.CaptureFixture
     assert main(["models"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:2] == ["model", "qualities"] and any(line.startswith("hpcm-base ") for line in lines)
+
+
+def test_a_misspelt_flag_gets_the_closest_spelling(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["train", "--lamda", "0.01"])
+    assert caught.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "did you mean --lambda (for --lamda)?" in err
+    with pytest.raises(SystemExit):
+        main(["train", "--completely-unknown", "1"])
+    assert "did you mean" not in capsys.readouterr().err

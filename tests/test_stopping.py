@@ -298,3 +298,16 @@ def test_a_checkpoint_of_the_format_before_the_callbacks_still_resumes_exactly(d
     assert fit(small_cfg(data, run, resume=str(run)), show_progress=False).status == "finished"
     rows = epoch_rows(run)
     assert [(loss, lr) for loss, _, lr in rows] == [(loss, lr) for loss, _, lr in straight]
+
+
+def test_a_resume_keeps_the_command_that_started_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lictrain.tracking.records import RunRecord
+
+    monkeypatch.setattr(sys, "argv", ["lictrain", "train", "--lambda", "0.01", "--save-path", "r"])
+    RunRecord(tmp_path, {"model": "x"})
+    monkeypatch.setattr(sys, "argv", ["lictrain", "train", "--resume", "r"])
+    RunRecord(tmp_path, {"model": "x"}, resumed=True)
+    monkeypatch.setattr(sys, "argv", ["lictrain", "train", "--save-path", "r", "--auto-resume"])
+    record = RunRecord(tmp_path, {"model": "x"}, resumed=True).data
+    assert record["command"] == "lictrain train --lambda 0.01 --save-path r"
+    assert record["resume_commands"] == ["lictrain train --resume r", "lictrain train --save-path r --auto-resume"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import sys
 from typing import TYPE_CHECKING, Any, NoReturn, Sequence
@@ -24,7 +25,26 @@ class FriendlyParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: error: {message}{self._suggestion(message)} (see {self.prog} --help)\n")
+
+    def _suggestion(self, message: str) -> str:
+        """``; did you mean --lambda?`` for a misspelt flag (``--lamda``)."""
+        prefix = "unrecognized arguments: "
+        if not message.startswith(prefix):
+            return ""
+        known = set(self._option_string_actions)
+        for action in self._actions:  # the subcommands' flags: unknown ones reach the top parser
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    known.update(sub._option_string_actions)
+        hints = []
+        for word in message[len(prefix):].split():
+            flag = word.split("=", 1)[0]
+            if flag.startswith("--"):
+                close = difflib.get_close_matches(flag, sorted(known), n=1, cutoff=0.75)
+                if close:
+                    hints.append(f"{close[0]} (for {flag})")
+        return f"; did you mean {', '.join(hints)}?" if hints else ""
 
 
 def add_flag(parser: argparse.ArgumentParser, name: str, *aliases: str, **kwargs: Any) -> None:

@@ -113,7 +113,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("balanced R-D (Zhang et al., CVPR 2025)")
     add_flag(g, "use_balanced", action="store_true", help="balance rate and distortion as two tasks")
     add_flag(g, "balanced_method", help="trajectory (from scratch, default) or qp (fine-tuning)")
-    add_flag(g, "balanced_update", help="same-batch (reference, extra forward) or next-batch (no extra forward)")
+    add_flag(g, "balanced_update",
+             help="same-batch (the default: the paper's reference update, one extra no-grad forward) "
+                  "or next-batch (no extra forward; in docs/balanced.md's short CPU runs it paid more and "
+                  "same-batch collapsed in 1 of 3 seeds: compare both on your data)")
     add_flag(g, "balanced_tasks", help="rd (2 tasks) or hierarchical (distortion + one rate per coding scale)")
     add_flag(g, "gamma", type=float, help=f"decay on the weight logits (default {_D.gamma})")
     add_flag(g, "w_lr", type=float, help=f"learning rate of the weight logits (default {_D.w_lr})")

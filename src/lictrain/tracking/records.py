@@ -78,6 +78,9 @@ class RunRecord:
         }
         if resumed:
             self.data["resumed"] = previous.get("resumed", 0) + 1
+            if previous.get("command"):  # the command that started the run stays; each resume is added
+                self.data["command"] = previous["command"]
+                self.data["resume_commands"] = [*previous.get("resume_commands", []), " ".join(sys.argv)]
             # other notes of the first run (its budget plan, world size, ...) stay on record
             self.data = {**{k: v for k, v in previous.items() if k != "ended"}, **self.data}
         self.flush()
