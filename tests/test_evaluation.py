@@ -281,3 +281,26 @@ def test_an_ms_ssim_run_is_compared_with_jpeg_on_ms_ssim(monkeypatch: pytest.Mon
     frame = rd_frame([ours, report.anchor])
     a, o = frame[frame.curve == "jpeg420"], frame[frame.curve == "ours"]
     assert report.bd_rate == pytest.approx(bd_delta(a.bpp, a.ms_ssim_db, o.bpp, o.ms_ssim_db).bd_rate)
+
+
+def test_eval_on_a_runs_own_flat_folder_uses_the_test_split_it_held_out(tmp_path) -> None:
+    """Issue 23: `eval --dataset FLAT` scored the run's training photos too."""
+    import json
+
+    from conftest import write_images
+    from lictrain.data.loaders import load_test_images
+    from lictrain.evaluation.evaluate import load_eval_images, training_datasets
+
+    flat = tmp_path / "photos"
+    write_images(flat, 20, size=(64, 64))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"config": {"dataset": str(flat)}}))
+    trained = training_datasets([str(run), f"{run}:latest", str(tmp_path / "elsewhere.pt")])
+    assert trained == [str(flat), str(flat)]
+    held_out = {im.name for im in load_test_images(str(flat))}
+    images, source = load_eval_images(str(flat), trained)
+    assert {im.name for im in images} == held_out and 0 < len(images) < 20 and "test split" in source
+    everything, _ = load_eval_images(str(flat), trained, all_images=True)
+    assert len(everything) == 20
+    assert len(load_eval_images(str(flat))[0]) == 20  # another model's photos: all of them

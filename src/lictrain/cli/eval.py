@@ -29,6 +29,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="checkpoint files, run directories (their best checkpoint; RUN:latest for the latest) or .safetensors files")
     add_flag(p, "dataset", "-d", metavar="DIR",
              help="folder of images (its test/ subfolder if it has one) or one image; default: built-in test photos")
+    add_flag(p, "all_images", action="store_true",
+             help="score every image of a flat --dataset folder, even when a checkpoint trained on it (default: "
+                  "the test split that training held out)")
     add_flag(p, "out_dir", "-o", metavar="DIR", default="outputs/eval",
              help="where results go (default outputs/eval): <name>.json, <name>.csv, bitstreams/")
     add_flag(p, "device", default="auto", help="auto, cpu or cuda (default auto)")
@@ -94,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
 
     from lictrain.errors import BitstreamError, ConfigError
     from lictrain.evaluation.anchors import DEFAULT_QUALITIES, evaluate_anchor, parse_anchor_list, parse_qualities
-    from lictrain.evaluation.evaluate import check_paths_exist, evaluate_checkpoints, load_eval_images
+    from lictrain.evaluation.evaluate import (check_paths_exist, evaluate_checkpoints, load_eval_images,
+                                              training_datasets)
     from lictrain.evaluation.report import results_table
     from lictrain.evaluation.results import write_curve
 
@@ -109,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     check_paths_exist(args.checkpoints)
     out_dir = Path(args.out_dir).expanduser()
     _check_results_free(args, anchors, out_dir)
-    images, source = load_eval_images(args.dataset)
+    images, source = load_eval_images(args.dataset, training_datasets(args.checkpoints), args.all_images)
     log.info("evaluating on %d image(s) from %s", len(images), source)
 
     from tqdm import tqdm

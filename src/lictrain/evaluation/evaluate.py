@@ -14,6 +14,7 @@ usable); ``estimate`` adds the model's rate estimate from a forward pass beside 
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import logging
 import math
@@ -35,12 +36,15 @@ log = logging.getLogger(__name__)
 OnImage = Callable[[PointResult, ImageResult], None]
 
 
-def load_eval_images(dataset: str | os.PathLike[str] | None) -> tuple[list[NamedImage], str]:
+def load_eval_images(dataset: str | os.PathLike[str] | None, trained_on: Sequence[str] = (),
+                     all_images: bool = False) -> tuple[list[NamedImage], str]:
     """Images to evaluate on, and a description of where they came from.
 
     ``None``: the built-in test photos (chelsea, coffee). A folder: its ``test/`` subfolder
-    when it has one (CompressAI's layout), else every image directly inside it. A file list or
-    prepared shards: their test split. An image file: that image.
+    when it has one (CompressAI's layout), else every image directly inside it — except a flat
+    folder named in ``trained_on`` (the checkpoints' training data sets), which gives its test
+    split (what ``train`` held out) unless ``all_images``. A file list or prepared shards: their
+    test split. An image file: that image.
 
     Raises:
         DataError: missing path, no images, or none readable.
@@ -60,6 +64,10 @@ def load_eval_images(dataset: str | os.PathLike[str] | None) -> tuple[list[Named
         return load_images([root], what="evaluation"), str(root)
     if not root.exists():
         raise DataError(f"dataset {root} does not exist; pass a folder of images (or omit --dataset for the built-in photos)")
+    if not (root / "test").is_dir() and not all_images and any(_same_path(root, d) for d in trained_on):
+        # a flat folder some checkpoint trained on: its 90/10 split, as `train` made it
+        return load_test_images(str(root)), (f"the test split of {root} (the checkpoint trained on its other photos; "
+                                             "--all-images scores every image)")
     folder = root / "test" if (root / "test").is_dir() else root
     paths = list_images(folder)
     if not paths:
@@ -177,3 +185,28 @@ def evaluate_checkpoints(
         del net
     curve_name = name or (points[0].params["model"] if points else "learned")
     return CurveResult(curve_name, "learned", points, description, [im.name for im in images])
+
+
+def _same_path(a: Path, b: str) -> bool:
+    try:
+        return a.resolve() == Path(b).expanduser().resolve()
+    except OSError:
+        return False
+
+
+def training_datasets(checkpoints: Sequence[str]) -> list[str]:
+    """The ``--dataset`` each lictrain checkpoint trained on, from its run's ``run.json`` (cheap:
+    no checkpoint is read; relative paths were relative to where training ran, so also tried as is)."""
+    found = []
+    for checkpoint in checkpoints:
+        path = Path(checkpoint).expanduser()
+        if not path.exists() and ":" in str(checkpoint):  # RUN:best, RUN:latest
+            path = Path(str(checkpoint).rsplit(":", 1)[0]).expanduser()
+        run_dir = path if path.is_dir() else path.parent
+        try:
+            config = json.loads((run_dir / "run.json").read_text()).get("config") or {}
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(config.get("dataset"), str):
+            found.append(config["dataset"])
+    return found
