@@ -500,3 +500,21 @@ def test_html_report_renders_inline_markdown_and_escapes_run_text() -> None:
     assert inline_html("Metric: **psnr**, see `runs.csv`") == "Metric: <strong>psnr</strong>, see <code>runs.csv</code>"
     assert "<script>" not in inline_html("run <script>alert(1)</script>")  # names from folders are text
     assert "href" not in inline_html("[x](javascript:alert(1))")  # not made a link
+
+
+def test_budgeted_runs_are_keyed_on_their_budget_not_their_planned_epochs() -> None:
+    """Issue 23: each budgeted run became its own configuration (epochs=20, epochs=22, ...)."""
+    from lictrain.analysis.analyzer import config_labels, runs_frame
+    from lictrain.analysis.readers import RunData
+
+    def run(name: str, balanced: bool, epochs: int, lam: float) -> RunData:
+        config = {"model": "hpcm-tiny", "lmbda": lam, "use_balanced": balanced, "gamma": 0.003, "epochs": epochs,
+                  "budget_minutes": 2.0}
+        return RunData(path=Path(name), name=name, config=config, summary={"bpp": 0.3, "psnr": 28.0},
+                       state="finished", status="finished", source="run.json", run_id=name)
+
+    df = runs_frame([run("a", True, 20, 0.01), run("b", True, 22, 0.02), run("c", False, 21, 0.01),
+                     run("d", False, 23, 0.02)])
+    labels = config_labels(df)
+    assert sorted(set(labels)) == ["balanced", "standard"]
+    assert list(df["planned_epochs"]) == [20, 22, 21, 23]

@@ -44,7 +44,7 @@ MAXIMIZE = {"psnr": True, "ms_ssim": True, "loss": False, "bpp": False, "mse": F
 HYPERPARAMS = ("lambda", "gamma", "w_lr", "lr", "aux_lr", "model", "quality", "metric", "use_balanced",
                "balanced_method", "balanced_update", "balanced_tasks", "cautious", "adaptive_gamma",
                "gamma_strategy", "gamma_final", "gamma_decay", "batch_size", "patch_size", "epochs",
-               "epoch_size", "clip_max_norm", "lr_schedule", "pretrained")
+               "budget_minutes", "epoch_size", "clip_max_norm", "lr_schedule", "pretrained")
 
 #: settings that mean nothing for a standard (non-balanced) run
 BALANCED_ONLY = ("gamma", "w_lr", "balanced_method", "balanced_update", "balanced_tasks", "cautious",
@@ -74,6 +74,9 @@ def runs_frame(runs: Iterable[RunData]) -> pd.DataFrame:
     summary_keys: dict[str, None] = {}
     for run in runs:
         config = {k: tuple(v) if isinstance(v, list) else v for k, v in canonical_config(run.config).items()}
+        if config.get("budget_minutes") is not None and "epochs" in config:
+            # a budget plans its epochs from the clock: the choice was the budget, not the epoch count
+            config["planned_epochs"], config["epochs"] = config["epochs"], None
         summary = {}
         for key, value in canonical_metrics(run.summary).items():
             if isinstance(value, (dict, list)):
