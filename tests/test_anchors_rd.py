@@ -291,3 +291,16 @@ def test_a_bd_rate_needs_a_shared_range_of_quality_and_points_of_both_curves() -
     good = bd_delta(anchor[0], anchor[1], *sliver)
     assert math.isfinite(good.bd_rate) and good.shared_db == pytest.approx(30.0 - 27.97)
     assert good.shared_bpp[0] == pytest.approx(0.15) and good.shared_bpp[1] == pytest.approx(0.40)
+
+
+def test_a_non_monotone_anchor_drops_its_falling_points_with_a_note() -> None:
+    """JPEG re-encoding JPEG q90 sources: q90 gives 50 dB, q95 46 dB. The spike must not set the BD-rate."""
+    from lictrain.evaluation.rd import monotone_points
+
+    r, q, dropped = monotone_points([0.5, 1.0, 2.0, 2.5, 2.8], [30.0, 34.0, 40.0, 50.0, 46.0])
+    assert dropped == 1 and list(q) == [30.0, 34.0, 40.0, 50.0]
+    clean = bd_delta([0.5, 1.0, 2.0, 2.5], [30.0, 34.0, 40.0, 50.0], [0.6, 1.1, 1.9, 2.4], [31.0, 35.0, 40.0, 45.0])
+    spiky = bd_delta([0.5, 1.0, 2.0, 2.5, 2.8], [30.0, 34.0, 40.0, 50.0, 46.0],
+                     [0.6, 1.1, 1.9, 2.4], [31.0, 35.0, 40.0, 45.0])
+    assert spiky.bd_rate == pytest.approx(clean.bd_rate)
+    assert any("dropped 1 point" in n for n in spiky.notes)

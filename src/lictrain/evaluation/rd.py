@@ -90,6 +90,26 @@ def _clean(rate: Sequence[float], quality: Sequence[float], sort_by: str) -> tup
     return r[unique], q[unique]
 
 
+def monotone_points(rate: Sequence[float], quality: Sequence[float]) -> tuple[np.ndarray, np.ndarray, int]:
+    """The points whose quality rises with rate, and how many others were dropped.
+
+    An R-D curve must be monotone for a BD integral; a JPEG anchor re-encoding JPEG sources is
+    not (q90 reproduces the source's own quantisation, 50 dB, where q95 gives 46 dB). Sorted by
+    rate, a point is kept when its quality beats every point of lower rate.
+    """
+    r, q = np.asarray(rate, dtype=float), np.asarray(quality, dtype=float)
+    keep = np.isfinite(r) & np.isfinite(q) & (r > 0)
+    r, q = r[keep], q[keep]
+    order = np.argsort(r, kind="stable")
+    r, q = r[order], q[order]
+    best, kept = -math.inf, []
+    for i, value in enumerate(q):
+        if value > best:
+            kept.append(i)
+            best = value
+    return r[kept], q[kept], len(r) - len(kept)
+
+
 def _overlap(test: np.ndarray, anchor: np.ndarray) -> float:
     lo, hi = max(test.min(), anchor.min()), min(test.max(), anchor.max())
     span = test.max() - test.min()
@@ -125,12 +145,19 @@ def bd_delta(anchor_rate: Sequence[float], anchor_quality: Sequence[float], test
     import bjontegaard as bd
 
     notes: list[str] = []
+    curves = []
+    for who, rate, quality in (("the anchor", anchor_rate, anchor_quality), ("this curve", test_rate, test_quality)):
+        r, q, dropped = monotone_points(rate, quality)
+        if dropped:
+            notes.append(f"{who}: dropped {dropped} point(s) whose quality falls as the rate rises (not an R-D curve)")
+        curves.append((r, q))
+    (anchor_rate, anchor_quality), (test_rate, test_quality) = curves
     ar, aq = _clean(anchor_rate, anchor_quality, "quality")
     tr, tq = _clean(test_rate, test_quality, "quality")
     npts = len(tr)
     if len(ar) < 2 or len(tr) < 2:
         who = "the anchor" if len(ar) < 2 else "this curve"
-        return BDResult(math.nan, math.nan, math.nan, npts, [f"{who} has {min(len(ar), len(tr))} usable point(s); BD needs >= 2 ({MIN_POINTS} per JVET)"])
+        return BDResult(math.nan, math.nan, math.nan, npts, notes + [f"{who} has {min(len(ar), len(tr))} usable point(s); BD needs >= 2 ({MIN_POINTS} per JVET)"])
     if npts < MIN_POINTS or len(ar) < MIN_POINTS:
         notes.append(f"fewer than {MIN_POINTS} points (JVET uses {MIN_POINTS}); treat as indicative")
     overlap = _overlap(tq, aq)
