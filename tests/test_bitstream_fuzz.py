@@ -20,14 +20,19 @@ from lictrain.evaluation.codec import codec_from_model, decode_bytes, encode_ima
 from lictrain.models import build_model
 
 
+def _encoded(name: str, height: int, width: int, seed: int):
+    """An untrained ``name`` model, its codec and one encoded random image."""
+    torch.manual_seed(0)
+    model = build_model(name, 1)
+    model.eval()
+    info = codec_from_model(model, name, 1)
+    pixels = (torch.rand(3, height, width, generator=torch.Generator().manual_seed(seed)) * 255).to(torch.uint8)
+    return model, info, encode_image(model, info, pixels).data
+
+
 @pytest.fixture(scope="module")
 def codec():
-    torch.manual_seed(0)
-    model = build_model("bmshj2018-hyperprior", 1)
-    model.eval()
-    info = codec_from_model(model, "bmshj2018-hyperprior", 1)
-    pixels = (torch.rand(3, 48, 80, generator=torch.Generator().manual_seed(1)) * 255).to(torch.uint8)
-    return model, info, encode_image(model, info, pixels).data
+    return _encoded("bmshj2018-hyperprior", 48, 80, 1)
 
 
 def with_crc(body: bytes) -> bytes:
@@ -89,12 +94,7 @@ def test_crafted_headers_are_refused_before_allocating(codec) -> None:
 
 @pytest.fixture(scope="module")
 def hpcm_codec():
-    torch.manual_seed(0)
-    model = build_model("hpcm-tiny", 1)
-    model.eval()
-    info = codec_from_model(model, "hpcm-tiny", 1)
-    pixels = (torch.rand(3, 40, 72, generator=torch.Generator().manual_seed(2)) * 255).to(torch.uint8)
-    return model, info, encode_image(model, info, pixels).data
+    return _encoded("hpcm-tiny", 40, 72, 2)
 
 
 TOO_SHORT = [b"", b"\x01", b"\x01\x02", b"\x01\x02\x03", b"\x00" * 5, b"\xff" * 9, b"\x00" * 8, b"\xff" * 8]
