@@ -311,3 +311,13 @@ def test_a_resume_keeps_the_command_that_started_the_run(tmp_path: Path, monkeyp
     record = RunRecord(tmp_path, {"model": "x"}, resumed=True).data
     assert record["command"] == "lictrain train --lambda 0.01 --save-path r"
     assert record["resume_commands"] == ["lictrain train --resume r", "lictrain train --save-path r --auto-resume"]
+
+
+def test_a_resumed_run_forgets_how_the_previous_process_ended(tmp_path: Path) -> None:
+    from lictrain.tracking.records import RunRecord
+
+    first = RunRecord(tmp_path, {"model": "x"})
+    first.set("signal", "SIGTERM")
+    first.finish("interrupted", signal="SIGTERM", best_loss=1.0)
+    again = RunRecord(tmp_path, {"model": "x"}, resumed=True).data
+    assert "signal" not in again and "signal" not in again["summary"] and again["summary"]["best_loss"] == 1.0

@@ -24,6 +24,8 @@ from lictrain.checkpoint.io import atomic_write
 from lictrain.checkpoint.lock import lock_held
 
 RUN_FILE = "run.json"
+#: what a run's end recorded (``finish`` summary keys), dropped when it resumes
+ENDING_KEYS = ("signal", "error", "reason", "early_stopped", "budget_cut")
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -73,7 +75,8 @@ class RunRecord:
             "started": previous.get("started", _now()),
             "command": " ".join(sys.argv),
             "versions": package_versions(),
-            "summary": previous.get("summary", {}),
+            # how the previous process ended is not how this one will: its stop signal, error, reason go
+            "summary": {k: v for k, v in previous.get("summary", {}).items() if k not in ENDING_KEYS},
             "wandb_run_id": previous.get("wandb_run_id"),
         }
         if resumed:
@@ -82,7 +85,7 @@ class RunRecord:
                 self.data["command"] = previous["command"]
                 self.data["resume_commands"] = [*previous.get("resume_commands", []), " ".join(sys.argv)]
             # other notes of the first run (its budget plan, world size, ...) stay on record
-            self.data = {**{k: v for k, v in previous.items() if k != "ended"}, **self.data}
+            self.data = {**{k: v for k, v in previous.items() if k not in ("ended", *ENDING_KEYS)}, **self.data}
         self.flush()
 
     def _read_existing(self) -> dict[str, Any]:

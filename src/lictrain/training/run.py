@@ -245,6 +245,8 @@ class Run:
         """Flush the checkpoints and mark the run ``status`` in run.json and W&B."""
         if status in ("finished", "stopped"):
             summary = {**self.selection.summary(), **summary}
+        if summary.get("signal"):  # also at the top of run.json, beside the status it explains
+            self.outputs.note("signal", summary["signal"])
         error = self.outputs.finish(status, exit_code=exit_code, best_loss=self.progress.best_loss, **summary)
         if error is not None:  # the last checkpoint's save failed: recorded as failed
             raise error
