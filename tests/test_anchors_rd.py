@@ -304,3 +304,23 @@ def test_a_non_monotone_anchor_drops_its_falling_points_with_a_note() -> None:
                      [0.6, 1.1, 1.9, 2.4], [31.0, 35.0, 40.0, 45.0])
     assert spiky.bd_rate == pytest.approx(clean.bd_rate)
     assert any("dropped 1 point" in n for n in spiky.notes)
+
+
+def test_rd_zooms_to_the_learned_curves_and_keeps_colours_by_name(tmp_path) -> None:
+    import pandas as pd
+
+    from lictrain.evaluation.rd import curve_color, plot_rd, zoom_to_learned
+
+    learned = pd.DataFrame({"curve": "ours", "kind": "checkpoint", "bpp": [0.15, 0.25, 0.4],
+                            "psnr": [27.0, 28.5, 30.0], "ms_ssim_db": [11.0, 12.5, 14.0]})
+    jpeg = pd.DataFrame({"curve": "jpeg420", "kind": "anchor", "bpp": [0.1, 0.3, 1.0, 2.8],
+                         "psnr": [25.0, 28.0, 34.0, 50.0], "ms_ssim_db": [9.0, 12.0, 18.0, 30.0]})
+    frame = pd.concat([learned, jpeg], ignore_index=True)
+    xlim, ylims = zoom_to_learned(frame)
+    assert xlim[0] < 0.15 and 0.4 < xlim[1] < 0.6  # the 2.8 bpp / 50 dB spike is off the axes
+    assert ylims["psnr"][1] < 31.0 and ylims["psnr"][0] <= 27.0
+    assert zoom_to_learned(learned) == (None, {})  # nothing to clip: every curve whole
+    assert curve_color("ours", set()) == curve_color("ours", {"C9"} - {curve_color("ours", set())})
+    used: set = set()
+    assert len({curve_color(n, used) for n in ("a", "b", "c", "d")}) == 4  # distinct within one plot
+    assert plot_rd(frame, tmp_path / "rd.png", anchor="jpeg420").stat().st_size > 0

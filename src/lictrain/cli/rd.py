@@ -33,8 +33,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
              help="warn when the anchor covers less than this fraction of a curve's range (default 0.75)")
     add_flag(p, "title", help="plot title")
     add_flag(p, "label", nargs="+", metavar="FILE=NAME", help="rename the curve of a results file in plot and table")
-    add_flag(p, "xlim", nargs=2, type=float, metavar=("MIN", "MAX"), help="bpp axis range, e.g. 0 1")
+    add_flag(p, "xlim", nargs=2, type=float, metavar=("MIN", "MAX"),
+             help="bpp axis range, e.g. 0 1 (default: the learned curves' range, anchors clipped to it)")
     add_flag(p, "ylim", nargs=2, type=float, metavar=("MIN", "MAX"), help="PSNR axis range (dB)")
+    add_flag(p, "ylim_msssim", nargs=2, type=float, metavar=("MIN", "MAX"), help="MS-SSIM axis range (dB)")
+    add_flag(p, "full_range", action="store_true", help="show every curve whole (no zoom to the learned curves)")
     add_flag(p, "axes", nargs=4, type=float, metavar=("XMIN", "XMAX", "YMIN", "YMAX"),
              help="CompressAI's --axes: bpp and PSNR ranges at once")
     add_flag(p, "allow_mixed", action="store_true",
@@ -124,10 +127,11 @@ def run(args: argparse.Namespace) -> int:
     table = bd_table(curves, anchor, min_overlap=args.min_overlap)
     print(bd_text(table, anchor))
     xlim, ylim = (tuple(args.axes[:2]), tuple(args.axes[2:])) if args.axes else (args.xlim, args.ylim)
-    for flag, lim in (("--xlim", xlim), ("--ylim", ylim)):
+    for flag, lim in (("--xlim", xlim), ("--ylim", ylim), ("--ylim-msssim", args.ylim_msssim)):
         if lim is not None and not lim[0] < lim[1]:
             raise ConfigError(f"{flag} {lim[0]:g} {lim[1]:g}: MIN must be below MAX")
-    out = plot_rd(frame, args.out or "rd.png", bd=table, anchor=anchor, title=args.title, xlim=xlim, ylim=ylim)
+    out = plot_rd(frame, args.out or "rd.png", bd=table, anchor=anchor, title=args.title, xlim=xlim, ylim=ylim,
+                  ylim_msssim=args.ylim_msssim, zoom=not args.full_range)
     print(f"wrote {out}")
     if args.csv:
         csv_path = Path(args.csv).expanduser()

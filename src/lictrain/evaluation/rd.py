@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -238,16 +239,50 @@ def interpolate_curve(rate: Sequence[float], quality: Sequence[float], *, at_rat
 # --------------------------------------------------------------------------- drawing
 
 
+def curve_color(name: str, used: set[str]) -> str:
+    """A colour of matplotlib's cycle chosen by the curve's name, so that a curve keeps its colour
+    from one plot to the next (the next free one when two names meet in one plot)."""
+    start = zlib.crc32(str(name).encode())
+    for k in range(10):
+        color = f"C{(start + k) % 10}"
+        if color not in used:
+            used.add(color)
+            return color
+    return f"C{start % 10}"
+
+
+def zoom_to_learned(frame: pd.DataFrame, margin: float = 0.15) -> tuple[tuple[float, float] | None, dict[str, tuple[float, float]]]:
+    """The bpp range of the learned curves (anchors clipped to it) and, per quality column, the range
+    of every point inside it; ``(None, {})`` when there is nothing to zoom to."""
+    learned = frame[frame.kind != "anchor"] if "kind" in frame.columns else frame
+    if learned.empty or len(learned) == len(frame):
+        return None, {}
+    lo, hi = float(learned.bpp.min()), float(learned.bpp.max())
+    pad = max((hi - lo) * margin, 0.02 * max(hi, 1e-3))
+    xlim = (max(0.0, lo - pad), hi + pad)
+    inside = frame[(frame.bpp >= xlim[0]) & (frame.bpp <= xlim[1])]
+    ylims = {}
+    for col in ("psnr", "ms_ssim_db"):
+        values = inside[col].replace([np.inf, -np.inf], np.nan).dropna()
+        if len(values):
+            span = max(float(values.max() - values.min()), 0.5)
+            ylims[col] = (float(values.min()) - 0.1 * span, float(values.max()) + 0.1 * span)
+    return xlim, ylims
+
+
 def plot_rd(frame: pd.DataFrame, out: str | Path, *, bd: pd.DataFrame | None = None, anchor: str | None = None,
             title: str | None = None, xlim: tuple[float, float] | None = None,
-            ylim: tuple[float, float] | None = None) -> Path:
+            ylim: tuple[float, float] | None = None, ylim_msssim: tuple[float, float] | None = None,
+            zoom: bool = True) -> Path:
     """Draw bpp vs PSNR and bpp vs MS-SSIM (dB) of every curve in ``frame`` to a PNG.
 
     Args:
         frame: :func:`rd_frame`'s output.
         bd: :func:`bd_table`'s output; its BD-rates go into the legend.
         anchor: the anchor's name (drawn dashed).
-        xlim, ylim: bpp range of both panels, PSNR range of the first (CompressAI's ``--axes``).
+        xlim, ylim, ylim_msssim: bpp range of both panels, PSNR range of the first, MS-SSIM (dB)
+            range of the second (CompressAI's ``--axes``).
+        zoom: without ``xlim``, show the learned curves' bpp range (anchors clipped to it).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -256,11 +291,13 @@ def plot_rd(frame: pd.DataFrame, out: str | Path, *, bd: pd.DataFrame | None = N
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2)
     bd_rates = {} if bd is None else dict(zip(bd.curve, zip(bd.bd_rate_psnr, bd.bd_rate_msssim)))
-    for i, (name, group) in enumerate(frame.groupby("curve", sort=False)):
+    auto_x, auto_y = zoom_to_learned(frame) if zoom and xlim is None else (None, {})
+    used: set[str] = set()
+    for name, group in frame.groupby("curve", sort=False):
         group = group.sort_values("bpp")
         is_anchor = name == anchor
         style = {"linestyle": "--" if is_anchor else "-", "marker": "s" if group.kind.iloc[0] == "anchor" else "o",
-                 "markersize": 4, "color": f"C{i % 10}"}
+                 "markersize": 4, "color": curve_color(str(name), used)}
         for ax, col, k in ((axes[0], "psnr", 0), (axes[1], "ms_ssim_db", 1)):
             label = str(name) + (" (anchor)" if is_anchor else "")
             if name in bd_rates and math.isfinite(bd_rates[name][k]):
@@ -271,11 +308,12 @@ def plot_rd(frame: pd.DataFrame, out: str | Path, *, bd: pd.DataFrame | None = N
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
         readable_ticks(ax)  # no "1e-7+6.53626" offsets, no crowded labels
-        if xlim is not None:
-            ax.set_xlim(*xlim)
+        if (xlim or auto_x) is not None:
+            ax.set_xlim(*(xlim or auto_x))
         legend_outside(ax, where="below", fontsize=8)
-    if ylim is not None:
-        axes[0].set_ylim(*ylim)
+    for ax, col, lim in ((axes[0], "psnr", ylim), (axes[1], "ms_ssim_db", ylim_msssim)):
+        if (lim or auto_y.get(col)) is not None:
+            ax.set_ylim(*(lim or auto_y[col]))
     if title is None:  # name the image set: R-D numbers mean nothing without it
         images = list(frame.attrs.get("images") or [])
         title = f"{len(images)} image(s): {', '.join(images[:4])}{', ...' if len(images) > 4 else ''}" if images else ""
