@@ -518,3 +518,10 @@ def test_budgeted_runs_are_keyed_on_their_budget_not_their_planned_epochs() -> N
     labels = config_labels(df)
     assert sorted(set(labels)) == ["balanced", "standard"]
     assert list(df["planned_epochs"]) == [20, 22, 21, 23]
+
+
+def test_a_single_seed_ranking_says_it_has_no_uncertainty(tmp_path: Path) -> None:
+    analyzer = HyperparameterAnalyzer(sweep_folder(tmp_path))
+    top = analyzer.recommend_parameters(top_k=3, lambda_value=0.0035)
+    assert list(top["runs"]) == [1, 1, 1] and top["ci95"].isna().all()
+    assert any("one seed" in w and "--seeds" in w for w in analyzer.warnings)

@@ -385,3 +385,23 @@ def test_an_early_stopped_trial_is_done_not_pruned(tmp_path: Path) -> None:
         (folder / "run.json").write_text(json.dumps({"status": "stopped", "summary": summary}))
     assert trial_status(early) == "finished"
     assert trial_status(pruned) == "stopped"
+
+
+def test_seeds_repeat_every_configuration_and_its_baseline(fake_fit: Any, tmp_path: Path) -> None:
+    """`sweep --seeds 2`: each configuration (and each λ's standard baseline) once per seed; the
+    analyzer then ranks configurations by their mean over seeds, with a 95% interval."""
+    fake_fit()
+    out = tmp_path / "sweep"
+    argv = ["sweep", "--grid", "lambda=0.0018", "gamma=0.001,0.003", "--seeds", "2", "--baseline", "--out", str(out),
+            "--epochs", "1", "--wandb-mode", "disabled"]
+    assert main(argv) == 0
+    records = [json.loads(p.read_text()) for p in out.glob("*/run.json")]
+    seen = sorted((r["config"]["use_balanced"], r["config"]["gamma"] if r["config"]["use_balanced"] else None,
+                   r["config"]["seed"]) for r in records)
+    assert seen == [(False, None, 0), (False, None, 1), (True, 0.001, 0), (True, 0.001, 1), (True, 0.003, 0),
+                    (True, 0.003, 1)]
+    from lictrain import HyperparameterAnalyzer
+
+    top = HyperparameterAnalyzer(out).recommend_parameters(top_k=5)
+    assert list(top["runs"]) == [2, 2] and top["ci95"].notna().all()
+    assert main(["sweep", "--grid", "gamma=0.001", "--seeds", "0", "--out", str(out)]) == 2

@@ -171,10 +171,14 @@ def usable_runs(df: pd.DataFrame, metric: str, lambda_value: float | None = None
 
 def recommend(df: pd.DataFrame, top_k: int = 5, lambda_value: float | None = None, metric: str = "psnr",
               maximize: bool = True, notes: list[str] | None = None) -> pd.DataFrame:
-    """The ``top_k`` usable runs by ``metric``: ``gamma``, ``w_lr``, the metric, then ``lambda`` and ``name``.
+    """The ``top_k`` configurations by their mean ``metric`` over seeds.
 
-    Only balanced runs are ranked when there are any (a standard run's gamma and w_lr were never
-    used); ``lambda_value=None`` ranks runs of every λ together.
+    Columns: ``gamma``, ``w_lr``, the metric (the mean over the configuration's runs), ``lambda``,
+    ``name`` (its best run), ``runs`` and ``ci95`` (half-width of the 95% t-interval of the mean;
+    NaN for one run). Runs that differ only in their seed are one configuration. Only balanced
+    runs are ranked when there are any (a standard run's gamma and w_lr were never used);
+    ``lambda_value=None`` ranks every λ together. ``notes`` gets a line when the ranking cannot
+    be trusted: one seed per configuration, or a first place within the second's interval.
     """
     if top_k < 1:
         raise DataError(f"top_k must be >= 1, got {top_k}")
@@ -183,11 +187,44 @@ def recommend(df: pd.DataFrame, top_k: int = 5, lambda_value: float | None = Non
         balanced = sub[sub["use_balanced"] == True]  # noqa: E712 - a column of bools/NaN
         if len(balanced):
             sub = balanced
-    sub = sub.assign(**{metric: pd.to_numeric(sub[metric])})
-    ranked = sub.sort_values(metric, ascending=not maximize, kind="stable").head(top_k)
-    columns = ["gamma", "w_lr", metric, "lambda", "name"]
-    out = pd.DataFrame({c: ranked[c] if c in ranked.columns else np.nan for c in columns})
-    return out.loc[:, list(dict.fromkeys(columns))].reset_index(drop=True)
+    sub = sub.assign(**{metric: pd.to_numeric(sub[metric])}, config=config_labels(sub))
+    if "lambda" not in sub.columns:
+        sub = sub.assign(**{"lambda": np.nan})
+    rows = []
+    for _, group in sub.groupby(["config", "lambda"], dropna=False, sort=False):
+        group = group.sort_values(metric, ascending=not maximize, kind="stable")
+        values = group[metric].to_numpy(float)
+        first = group.iloc[0]
+        rows.append({"gamma": first.get("gamma", np.nan), "w_lr": first.get("w_lr", np.nan), metric: values.mean(),
+                     "lambda": first["lambda"], "name": first["name"], "runs": len(values), "ci95": _ci95(values)})
+    columns = ["gamma", "w_lr", metric, "lambda", "name", "runs", "ci95"]
+    ranked = pd.DataFrame(rows, columns=list(dict.fromkeys(columns)))
+    ranked = ranked.sort_values(metric, ascending=not maximize, kind="stable").reset_index(drop=True)
+    if notes is not None and len(ranked) > 1:
+        _note_uncertainty(ranked, metric, notes)
+    return ranked.head(top_k)
+
+
+def _ci95(values: np.ndarray) -> float:
+    """Half-width of the 95% t-interval of the mean (NaN for fewer than two values)."""
+    if len(values) < 2:
+        return math.nan
+    from scipy import stats
+
+    return float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
+
+
+def _note_uncertainty(ranked: pd.DataFrame, metric: str, notes: list[str]) -> None:
+    """Say when the first place is not supported by the data."""
+    if (ranked["runs"] < 2).all():
+        notes.append(f"each configuration ran with one seed: the {metric} ranking has no uncertainty estimate and "
+                     "may not survive a re-run; repeat it (lictrain sweep --seeds 3) before trusting a recommendation")
+        return
+    a, b = ranked.iloc[0], ranked.iloc[1]
+    spread = np.nan_to_num([a["ci95"], b["ci95"]], nan=np.inf)
+    if abs(a[metric] - b[metric]) <= spread[0] + spread[1]:
+        notes.append(f"the best configuration ({a[metric]:.4g} ± {a['ci95']:.2g}) is within the 95% interval of the "
+                     f"second ({b[metric]:.4g} ± {b['ci95']:.2g}): the data do not rank them; add seeds")
 
 
 def _lambdas(df: pd.DataFrame) -> list[float | None]:

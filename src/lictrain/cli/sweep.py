@@ -58,6 +58,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_flag(g, "out", default=DEFAULT_OUT, metavar="DIR", help=f"sweep folder (default {DEFAULT_OUT})")
     add_flag(g, "baseline", action="store_true", default=False,
              help="grid: add one standard (non-balanced) run per λ, the BD-rate anchor of lictrain analyze")
+    add_flag(g, "seeds", type=int, default=None, metavar="N",
+             help="grid: repeat every configuration with N seeds (--seed, --seed+1, ...), so that analyze can say "
+                  "whether a ranking is more than seed noise (mean ± 95%% CI)")
     add_flag(g, "no_prune", dest="prune", action="store_false", default=True, help="--optuna: never prune")
     add_flag(g, "prune_warmup", type=int, default=None, metavar="EPOCHS",
              help="--optuna: epochs before a trial may be pruned (default epochs // 5, at least 1)")
@@ -111,6 +114,16 @@ def run(args: argparse.Namespace) -> int:
     if args.prune_warmup is not None and args.prune_warmup < 0:
         raise ConfigError(f"--prune-warmup must be >= 0, got {args.prune_warmup}")
     specs = list(args.grid)
+    if args.seeds is not None:
+        if args.seeds < 1:
+            raise ConfigError(f"--seeds must be a positive number of seeds, got {args.seeds}")
+        if args.optuna is not None:
+            raise ConfigError("--seeds repeats a grid's configurations; for an Optuna study, rerun its best "
+                              "configurations as a grid with --seeds N")
+        if any(spec.partition("=")[0].strip() == "seed" for spec in specs):
+            raise ConfigError("--seeds and --grid seed=... both set the seeds; pass one of them")
+        first = int(getattr(args, "seed", 0) or 0)
+        specs.append("seed=" + ",".join(str(first + k) for k in range(args.seeds)))
     if args.optuna is None and not specs:
         raise ConfigError("nothing to search: give --grid key=v1,v2 ... (a grid) and/or --optuna N")
     if args.optuna is not None and not specs:

@@ -176,7 +176,7 @@ def grid_combinations(space: dict[str, ParamSpec], baseline: bool = False) -> li
     """Every combination of a list-only space (field-name keys), last key fastest.
 
     Standard (``use_balanced=false``) combinations drop the balanced-only settings, and repeats
-    are removed. ``baseline`` adds one standard run per λ (for BD-rate against the balanced runs).
+    are removed. ``baseline`` adds one standard run per λ (and seed) for BD-rate against the balanced runs.
 
     Raises:
         ConfigError: If a parameter is a range (ranges need ``--optuna``).
@@ -191,10 +191,13 @@ def grid_combinations(space: dict[str, ParamSpec], baseline: bool = False) -> li
         if combo.get("use_balanced") is False:
             combo = {k: v for k, v in combo.items() if k not in BALANCED_KEYS}
         combos.append(combo)
-    if baseline:
+    if baseline:  # one standard run per λ (and per seed, when the grid repeats seeds)
         lambdas = space["lmbda"].values if "lmbda" in space else (None,)
+        seeds = space["seed"].values if "seed" in space else (None,)
         for lam in lambdas:
-            combos.append({"use_balanced": False} if lam is None else {"lmbda": lam, "use_balanced": False})
+            for seed in seeds:
+                combo = {"use_balanced": False} if lam is None else {"lmbda": lam, "use_balanced": False}
+                combos.append(combo if seed is None else {**combo, "seed": seed})
     unique: dict[str, dict[str, Any]] = {}
     for combo in combos:
         unique.setdefault(json.dumps(combo, sort_keys=True, default=str), combo)
