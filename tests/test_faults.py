@@ -135,3 +135,17 @@ def test_a_real_full_disk_stops_at_once_and_resumes_when_there_is_room(image_fol
     assert again.returncode == 0, again.stderr[-2000:]
     assert [m["epoch"] for m in read_metrics(run)] == [0, 1, 2, 3]
     assert json.loads((run / "run.json").read_text())["status"] == "finished"
+
+
+def test_a_failed_last_save_marks_the_run_failed_not_running(image_folder: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        failing_save(patch, fail_at=2)  # the second and last epoch's checkpoint
+        with pytest.raises(StorageError, match="no space left"):
+            fit(small_cfg(image_folder, run, epochs=2), show_progress=False)
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "failed" and "no space left" in record["summary"]["error"]
+    assert [p.name for p in run.glob("checkpoint_*.pt")] == ["checkpoint_epoch00000.pt"]
+    again = fit(small_cfg(image_folder, run, epochs=2, auto_resume=True), show_progress=False)
+    assert again.status == "finished" and "error" not in json.loads((run / "run.json").read_text())["summary"]
