@@ -46,8 +46,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from lictrain.checkpoint.arguments import _check_settings, _save_arguments
 from lictrain.checkpoint.io import (
     _atomic_write,
@@ -406,7 +404,7 @@ class CheckpointManager:
         try:
             ckpt = load_checkpoint(path, mmap=True)
             slim = _weights_only_payload(ckpt)
-            _atomic_write(path, lambda f: torch.save(slim, f), fsync=self.fsync)
+            _atomic_write(path, lambda f: save_payload(slim, f), fsync=self.fsync)
             del ckpt, slim
         except (CheckpointError, OSError) as exc:
             log.warning("could not shrink best checkpoint %s to weights only: %s", path, exc)

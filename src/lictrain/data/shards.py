@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from lictrain.data.images import decode_hwc
 from lictrain.data.order import crop_rng, permutation
-from lictrain.data.stream import cut_crops, from_worker, ignore_stop_signals
+from lictrain.data.stream import cut_crops, end_workers_at_exit, from_worker, ignore_stop_signals
 from lictrain.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -297,6 +297,8 @@ class ShardLoader:
         skips, rotation = _round_robin(limits, self.start_batch)
         self.stream.epoch, self.stream.skips, self.stream.limits = self.epoch, skips, limits
         self.stream.rotation = rotation if self.start_batch else 0
+        if self.num_workers > 0:
+            end_workers_at_exit()
         loader = DataLoader(self.stream, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
                             prefetch_factor=2 if self.num_workers > 0 else None,
                             generator=torch.Generator(),  # not the global RNG (see CropLoader)

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import atexit
 import logging
+import multiprocessing
 import signal
-import weakref
 from typing import Any, Iterator, Protocol, Sequence
 
 import numpy as np
@@ -202,9 +202,7 @@ class CropLoader:
                                  prefetch_factor=2 if num_workers > 0 else None, generator=torch.Generator(),
                                  worker_init_fn=ignore_stop_signals if num_workers > 0 else None)
         if num_workers > 0:
-            # registered after multiprocessing's own exit hook, so it runs first (atexit is LIFO):
-            # that hook ends daemon children with SIGTERM, which these workers ignore
-            atexit.register(_close_at_exit, weakref.ref(self))
+            end_workers_at_exit()
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Fix the coming epoch; start it at batch ``start_batch`` (a resumed, interrupted epoch)."""
@@ -215,7 +213,7 @@ class CropLoader:
 
         They ignore stop signals (:func:`ignore_stop_signals`), so the SIGTERM that
         ``multiprocessing`` sends its daemon children at interpreter exit would not end them:
-        the run closes them when it ends (and an exit hook closes any loader left open).
+        the run closes them when it ends (and :func:`end_workers_at_exit` ends any left open).
         """
         iterator = getattr(self.loader, "_iterator", None)  # DataLoader keeps persistent workers' iterator there
         if iterator is not None:
@@ -259,10 +257,38 @@ def ignore_stop_signals(worker_id: int = 0) -> None:
             signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 
-def _close_at_exit(loader: "weakref.ref[CropLoader]") -> None:
-    alive = loader()
-    if alive is not None:
-        alive.close()
+_exit_hook: list[bool] = []
+
+
+def end_workers_at_exit() -> None:
+    """Make sure this process's decoding workers end when it exits (call before starting any).
+
+    ``multiprocessing``'s own exit hook ends daemon children with SIGTERM, which these workers
+    ignore, then waits for them: forever, for a loader nobody closed (a suspended iterator, a
+    loader in a test). This hook, registered after it, runs first (atexit is LIFO) and ends the
+    daemon children still alive, killing those that ignore SIGTERM. Registered once per process.
+    """
+    if not _exit_hook:
+        _exit_hook.append(True)
+        import multiprocessing.util  # noqa: F401 - its exit hook must be registered first, to run last
+
+        atexit.register(_kill_loader_workers)
+
+
+def _kill_loader_workers() -> None:
+    """What multiprocessing's exit hook does to daemon children (SIGTERM), plus SIGKILL for those
+    that ignore it after a second: our decoding workers."""
+    daemons = [child for child in multiprocessing.active_children() if child.daemon]
+    if daemons and hasattr(signal, "SIGCHLD"):
+        # torch's SIGCHLD handler raises when a worker dies: at exit that is what we want
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for child in daemons:
+        child.terminate()
+    for child in daemons:
+        child.join(timeout=1)
+        if child.is_alive():
+            child.kill()
+            child.join(timeout=5)
 
 
 def from_worker(exc: DataError) -> DataError:

@@ -51,9 +51,7 @@ class EpochTally:
             self.skipped += 1
             return
         self.applied += 1
-        for key, value in (("loss", outcome.loss), ("bpp", outcome.bpp), ("mse", outcome.mse),
-                           ("psnr", psnr_from_mse(outcome.mse)), ("aux_loss", outcome.aux_loss),
-                           *outcome.extra.items()):
+        for key, value in outcome.values().items():
             self.sums[key] = self.sums.get(key, 0.0) + value
 
     def stats(self, data_wait: float, batches: int) -> EpochStats:

@@ -38,13 +38,6 @@ class RunOutputs:
                                                  metric=best.key, higher_is_better=best.higher_is_better,
                                                  best_weights_only=cfg.best_weights_only)
 
-    def load(self, path: Path, map_location: Any) -> dict[str, Any]:
-        if self.checkpoints is not None:
-            return self.checkpoints.load(path, map_location=map_location)
-        from lictrain.checkpoint import load_checkpoint
-
-        return load_checkpoint(path, map_location=map_location)
-
     def open_records(self, cfg: TrainConfig, resumed: bool, start_epoch: int, world_size: int = 1,
                      start_step: int | None = None) -> None:
         """Start (or continue) run.json, metrics.jsonl and the W&B run (a resumed run drops the rows

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Callable
 
-from lictrain.losses import psnr_from_mse
 from lictrain.training.steps import StepOutcome
 
 
@@ -37,9 +36,9 @@ class StepLog:
         """Add the outcome of step number ``global_step`` (1-based: steps done so far)."""
         if outcome.applied:
             self._applied += 1
-            for key, value in (("loss", outcome.loss), ("bpp", outcome.bpp), ("mse", outcome.mse),
-                               ("psnr", psnr_from_mse(outcome.mse)), *outcome.extra.items()):
-                self._sums[key] += value
+            for key, value in outcome.values().items():
+                if key != "aux_loss":  # step rows log the R-D terms and the strategy's values
+                    self._sums[key] += value
         else:
             self._skipped += 1
         if global_step % self.every == 0:

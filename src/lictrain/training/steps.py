@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from lictrain.losses import RateDistortionLoss, RDTerms
+from lictrain.losses import RateDistortionLoss, RDTerms, psnr_from_mse
 from lictrain.training.optimizers import aux_loss_of
 
 
@@ -30,6 +30,11 @@ class StepOutcome:
     aux_loss: float = float("nan")
     grad_norm: float = float("nan")
     extra: dict[str, float] = field(default_factory=dict)
+
+    def values(self) -> dict[str, float]:
+        """The step's numbers as logged: loss, bpp, mse, psnr, aux_loss, then the strategy's extras."""
+        return {"loss": self.loss, "bpp": self.bpp, "mse": self.mse, "psnr": psnr_from_mse(self.mse),
+                "aux_loss": self.aux_loss, **self.extra}
 
 
 def outcome_from_terms(terms: RDTerms, applied: bool, **kwargs: float) -> StepOutcome:
