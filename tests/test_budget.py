@@ -232,3 +232,73 @@ def test_a_stalling_calibration_says_what_to_do(caplog: pytest.LogCaptureFixture
         assert not caplog.records
         warn_if_stalling([0.5, 0.3, 0.2, 25.0, 0.2, 0.22, 0.2], torch.device("cpu"))
     assert "OMP_WAIT_POLICY=PASSIVE" in caplog.text and "125x the median" in caplog.text
+
+
+def test_a_budgeted_run_records_the_steps_and_lr_plan_that_reproduce_it(image_folder: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The clock chose the length (re-planned up after epoch 0, grown by a step inside the last
+    epoch, re-planned down after it): run.json's ``reproduce`` trains the same steps at the same
+    LRs, so the same losses, with no budget."""
+    monkeypatch.setattr("lictrain.training.budget.plan_steps", lambda *a, **k: 5)  # 2 steps per epoch
+    monkeypatch.setattr(BudgetClock, "replan_steps", lambda self, done, planned, spe, now=None: 7)
+    cfg = small_cfg(image_folder, tmp_path / "budget", budget_minutes=10, warmup_steps=1, lr_schedule="linear",
+                    lr=None)
+    result = fit(cfg, show_progress=False)
+    record = json.loads((result.run_dir / "run.json").read_text())
+    assert result.summary["trained_steps"] == 8
+    assert record["lr_plan"] == "5,2:7,7:8,8:7"
+    command = record["reproduce"].split()
+    assert command[:2] == ["lictrain", "train"] and "--budget-minutes" not in command
+    assert command[command.index("--steps") + 1] == "8" and command[command.index("--lr-plan") + 1] == "5,2:7,7:8,8:7"
+    again = tmp_path / "budget-again"
+    command[command.index("--save-path") + 1] = str(again)
+    monkeypatch.undo()  # no budget machinery is involved any more
+    assert main([*command[1:], "--wandb-mode", "disabled"]) == 0
+    keys = ("epoch", "loss", "bpp", "psnr", "lr", "train/loss")
+    first = [[row[k] for k in keys] for row in read_metrics(result.run_dir)]
+    second = [[row[k] for k in keys] for row in read_metrics(again)]
+    assert first == second and len(first) == 4
+    assert json.loads((again / "run.json").read_text())["summary"]["trained_steps"] == 8
+
+
+def test_steps_and_lr_plan_are_checked() -> None:
+    with pytest.raises(ConfigError, match="pass one of them"):
+        TrainConfig(steps=10, budget_minutes=1).validate()
+    with pytest.raises(ConfigError, match="give --steps N too"):
+        TrainConfig(epochs=2, lr_plan=[[0, 10]]).validate()
+    with pytest.raises(ConfigError, match="--steps must be a positive integer"):
+        TrainConfig(steps=0).validate()
+    with pytest.raises(ConfigError, match="must increase"):
+        TrainConfig(steps=10, lr_plan=[[0, 10], [5, 8], [5, 9]]).validate()
+    cfg = TrainConfig(steps=10).validate()
+    assert cfg.budget_minutes is None and cfg.epochs is None  # --steps is a length: no default budget
+
+
+def test_cli_steps_flag_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--steps", "5", "--budget-minutes", "1", "--save-path", str(tmp_path / "r")]) == 2
+    assert "pass one of them" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--steps", "5", "--lr-plan", "10,x:3"])
+    assert exit_info.value.code == 2 and "expected T0,S1:T1" in capsys.readouterr().err
+
+
+def test_slow_steps_are_named_once(caplog: pytest.LogCaptureFixture) -> None:
+    from types import SimpleNamespace
+
+    from lictrain.training.callbacks import Budget
+
+    plan = BudgetPlan(60.0, 1.0, 0.5, 1.0, 0.1, 10, epochs=2)
+    clock = BudgetClock(60.0, started=0.0, step_seconds=0.5, clock=FakeClock())
+    budget = Budget(plan, clock, 1.0)
+    notes: dict = {}
+    run = SimpleNamespace(outputs=SimpleNamespace(note=notes.__setitem__),
+                          train_loader=SimpleNamespace(describe=lambda: "2 workers"))
+    clock.pace = 1.2  # 2.4x the calibration: not named
+    budget._name_slow_steps(run)
+    assert not caplog.records
+    clock.pace = 2.0  # 4x
+    with caplog.at_level("WARNING"):
+        budget._name_slow_steps(run)
+        budget._name_slow_steps(run)
+    assert len(caplog.records) == 1 and "4.0x the 0.50 s the calibration measured" in caplog.text
+    assert notes["slow_steps"] == {"step_seconds": 2.0, "calibrated_step_seconds": 0.5}

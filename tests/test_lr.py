@@ -129,3 +129,15 @@ def test_default_lr_is_high_for_budgets_and_conventional_otherwise() -> None:
     assert TrainConfig(model="bmshj2018-hyperprior").validate().lr == pytest.approx(1e-3)
     with pytest.raises(ConfigError, match="--lr must be a positive number"):
         TrainConfig(lr=-1.0).validate()
+
+
+def test_length_plan_round_trips_and_says_which_length_holds_at_a_step() -> None:
+    from lictrain.schedules.lr import format_length_plan, length_at, parse_length_plan
+
+    plan = parse_length_plan("120,24:130, 48:118")
+    assert plan == [[0, 120], [24, 130], [48, 118]]
+    assert format_length_plan(plan) == "120,24:130,48:118"
+    assert [length_at(plan, s) for s in (0, 23, 24, 47, 48, 500)] == [120, 120, 130, 130, 118, 118]
+    for bad in ("", "5:10", "10,x:3", "10,4:0", "10,4:8,4:9"):
+        with pytest.raises(ConfigError, match="--lr-plan"):
+            parse_length_plan(bad)

@@ -47,7 +47,7 @@ def test_early_stopping_counts_epochs_without_a_large_enough_improvement() -> No
     # 20.55 and 20.6 beat 20.5 by <= 0.1: two stale epochs -> stop after epoch 3
     assert decisions == [False, False, False, True, True]
     assert (stop.best, stop.best_epoch) == (20.5, 1)
-    assert "did not improve by more than 0.1 for" in stop.reason() and "in epoch 2" in stop.reason()
+    assert "did not improve by more than 0.1 for" in stop.reason() and "in epoch 1" in stop.reason()  # 0-based, as the files
     loss = EarlyStopping(BestMetric.from_config("loss"), patience=1)
     assert [loss.update(e, v) for e, v in enumerate([3.0, math.nan, 2.0, 2.5])] == [False, True, False, True]
     resumed = EarlyStopping(BestMetric.from_config("psnr"), patience=2, min_delta=0.1)
@@ -96,7 +96,7 @@ def test_early_stop_ends_the_run_stopped_keeps_the_best_and_resumes(image_folder
     rows = read_metrics(run)
     top = max(range(3), key=lambda e: rows[e]["psnr"])  # the best checkpoint is the best epoch, delta or not
     assert summary["best_epoch"] == top and summary["best_checkpoint"].endswith(f"checkpoint_epoch{top:05d}.pt")
-    assert "(best" in summary["reason"] and "in epoch 1)" in summary["reason"]  # no epoch beat epoch 1 by 100 dB
+    assert "(best" in summary["reason"] and "in epoch 0)" in summary["reason"]  # no epoch beat epoch 0 by 100 dB
     assert (run / summary["best_checkpoint"]).exists()  # relative to the run folder
     assert [r["epoch"] for r in read_metrics(run)] == [0, 1, 2]
     # resumable: more patience continues from epoch 3 and counts the stale epochs already seen

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from lictrain.errors import ConfigError
-from lictrain.schedules.lr import LR_SCHEDULES
+from lictrain.schedules.lr import LR_SCHEDULES, check_length_plan
 
 GAMMA_STRATEGIES = ("linear", "cosine", "step", "adaptive", "hpcm")
 PRECISIONS = ("fp32", "bf16")
@@ -45,6 +45,8 @@ class TrainConfig:
     Length: ``epochs`` alone trains that many epochs; ``budget_minutes`` alone plans the
     number of epochs from a measured step time (:mod:`lictrain.training.budget`); both: the
     budget's plan capped at ``epochs``; neither: a budget of :data:`DEFAULT_BUDGET_MINUTES`.
+    ``steps`` trains exactly that many steps (the schedules span ``epochs`` when given, else
+    ``lr_plan``'s first length, else ``steps``): what a budgeted run records to be reproduced.
     """
 
     recipe: str | None = None  # the --recipe the run started from (recorded; its values are in the fields)
@@ -65,6 +67,8 @@ class TrainConfig:
     # optimisation
     epochs: int | None = None
     budget_minutes: float | None = None
+    steps: int | None = None  # train exactly this many steps (the last epoch may be partial)
+    lr_plan: list[list[int]] | None = None  # [[0, T0], [S1, T1], ...]: the LR's length, re-planned at S1 (a budget's replay)
     lr: float | None = None
     aux_lr: float = 1e-3
     clip_max_norm: float | None = 1.0
@@ -122,8 +126,9 @@ class TrainConfig:
         Also settles the run's length: with neither ``epochs`` nor ``budget_minutes`` set,
         ``budget_minutes`` becomes :data:`DEFAULT_BUDGET_MINUTES`.
         """
-        if self.epochs is None and self.budget_minutes is None:
+        if self.epochs is None and self.budget_minutes is None and self.steps is None:
             self.budget_minutes = DEFAULT_BUDGET_MINUTES
+        self._check_steps()
         if self.epochs is not None:
             _positive_int(self, "epochs")
         if self.budget_minutes is not None:
@@ -217,6 +222,19 @@ class TrainConfig:
             return get_spec(self.model).short_budget_lr
         except ConfigError:  # an unknown --model is reported where the model is built
             return SHORT_BUDGET_LR
+
+    def _check_steps(self) -> None:
+        if self.steps is None:
+            if self.lr_plan is not None:
+                raise ConfigError("--lr-plan replays a budgeted run's LR length: give --steps N too (run.json's "
+                                  "'reproduce' has both)")
+            return
+        _positive_int(self, "steps")
+        if self.budget_minutes is not None:
+            raise ConfigError("--steps N trains exactly N steps and --budget-minutes plans the length by the clock: "
+                              "pass one of them")
+        if self.lr_plan is not None:
+            self.lr_plan = check_length_plan(self.lr_plan)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON view (for run.json and checkpoints)."""

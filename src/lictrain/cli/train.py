@@ -74,6 +74,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     add_flag(g, "budget_minutes", type=float, metavar="MIN",
              help="train for about MIN minutes: the epoch count comes from a measured step time "
                   f"(default {DEFAULT_BUDGET_MINUTES:g} when --epochs is not given either)")
+    add_flag(g, "steps", type=int, metavar="N",
+             help="train exactly N steps (the last epoch may be partial): deterministic, as --epochs; a budgeted "
+                  "run's run.json 'reproduce' gives the --steps and --lr-plan that repeat it")
+    add_flag(g, "lr_plan", type=_length_plan, metavar="T0,S1:T1,...",
+             help="with --steps: the LR schedule spans T0 steps, re-planned to T1 at step S1, ... (a budgeted "
+                  "run's record, from its run.json)")
     add_flag(g, "lr", "--learning-rate", "--learning_rate", "-lr", type=float,
              help=f"(peak) learning rate; default for a budgeted run with the cosine/linear schedule: the "
                   f"model's short-budget peak ({SHORT_BUDGET_LR:g} for hpcm-tiny, 1e-3 otherwise), else "
@@ -171,6 +177,16 @@ def _signal_list(text: str) -> list[str]:
         return signal_names(text)
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc).removeprefix("--stop-signals: ")) from None
+
+
+def _length_plan(text: str) -> list[list[int]]:
+    from lictrain.errors import ConfigError
+    from lictrain.schedules.lr import parse_length_plan
+
+    try:
+        return parse_length_plan(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--lr-plan: ")) from None
 
 
 def _workers(text: str) -> int | None:

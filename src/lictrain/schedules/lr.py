@@ -149,3 +149,53 @@ class LRSchedule:
 def is_per_step(kind: str) -> bool:
     """True for schedules stepped after every batch rather than every epoch."""
     return kind in STEP_SCHEDULES
+
+
+# -- a run's length plan: how many steps the LR schedule spans, and where a budget re-planned it --------
+LengthPlan = list[list[int]]  # [[from_step, total_steps], ...]: [[0, T0]] first, steps increasing
+
+
+def parse_length_plan(text: str) -> LengthPlan:
+    """``--lr-plan T0,S1:T1,...`` -> ``[[0, T0], [S1, T1], ...]`` (a budgeted run's record of the
+    length its LR schedule spanned: ``T0`` steps from the start, ``T1`` from step ``S1`` on, ...)."""
+    plan: LengthPlan = []
+    for i, part in enumerate(p.strip() for p in str(text).split(",")):
+        at, sep, total = part.rpartition(":")
+        try:
+            entry = [int(at) if sep else 0, int(total)]
+        except ValueError:
+            raise ConfigError(f"--lr-plan: expected T0,S1:T1,... (whole steps), got {text!r}") from None
+        if i == 0 and entry[0] != 0:
+            raise ConfigError(f"--lr-plan: the first entry is the length from step 0 (T0), got {part!r}")
+        plan.append(entry)
+    check_length_plan(plan)
+    return plan
+
+
+def check_length_plan(plan: Any) -> LengthPlan:
+    """Validate a length plan (also one read back from run.json); returns it as lists of ints."""
+    try:
+        checked = [[int(at), int(total)] for at, total in plan]
+    except (TypeError, ValueError):
+        raise ConfigError(f"--lr-plan: expected pairs [step, total steps], got {plan!r}") from None
+    if not checked or checked[0][0] != 0:
+        raise ConfigError(f"--lr-plan: the plan must start at step 0, got {plan!r}")
+    if any(total < 1 for _, total in checked):
+        raise ConfigError(f"--lr-plan: every length must be at least 1 step, got {plan!r}")
+    if any(b[0] <= a[0] for a, b in zip(checked, checked[1:])):
+        raise ConfigError(f"--lr-plan: the re-plan steps must increase, got {plan!r}")
+    return checked
+
+
+def format_length_plan(plan: LengthPlan) -> str:
+    """Inverse of :func:`parse_length_plan`."""
+    return ",".join(str(total) if at == 0 else f"{at}:{total}" for at, total in plan)
+
+
+def length_at(plan: LengthPlan, step: int) -> int:
+    """The LR schedule's length in force at global step ``step`` (the last entry at or before it)."""
+    total = plan[0][1]
+    for at, length in plan:
+        if at <= step:
+            total = length
+    return total

@@ -22,6 +22,8 @@ from typing import Any
 
 from lictrain.checkpoint.io import atomic_write
 from lictrain.checkpoint.lock import lock_held
+from lictrain.command import train_command
+from lictrain.config import TrainConfig
 
 RUN_FILE = "run.json"
 #: what a run's end recorded (``finish`` summary keys), dropped when it resumes
@@ -61,6 +63,16 @@ def write_json_atomic(path: Path, data: Any) -> None:
     atomic_write(path, lambda handle: handle.write(text), fsync=True)
 
 
+def command_record(config: dict[str, Any]) -> dict[str, str]:
+    """``command``: the ``lictrain train`` line that started the run as typed, or, for a run that
+    something else started (a sweep's trial, the Python API), one rendered from its settings,
+    with that process's own command line as ``launched_by``."""
+    typed = " ".join(sys.argv)
+    if sys.argv[1:2] == ["train"]:
+        return {"command": typed}
+    return {"command": train_command(TrainConfig.from_dict(config)), "launched_by": typed}
+
+
 class RunRecord:
     """Writes ``run.json`` and ``metrics.jsonl`` in a run directory."""
 
@@ -73,7 +85,7 @@ class RunRecord:
             "config": config,
             "status": "running",
             "started": previous.get("started", _now()),
-            "command": " ".join(sys.argv),
+            **command_record(config),
             "versions": package_versions(),
             # how the previous process ended is not how this one will: its stop signal, error, reason go
             "summary": {k: v for k, v in previous.get("summary", {}).items() if k not in ENDING_KEYS},

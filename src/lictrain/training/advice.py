@@ -93,7 +93,8 @@ def advice_text(run_dir: Path, cfg: Any, device_type: str) -> str:
                 "lower --lr or keep --clip_max_norm") if rows else ""
     minutes, last = points[-1]
     lines = ["what more training buys:"]
-    steps = len(points) * budget.get("steps_per_epoch", 0)
+    trained = (record.get("summary") or {}).get("trained_steps")  # a budget's last epoch may be partial
+    steps = trained if isinstance(trained, int) else len(points) * budget.get("steps_per_epoch", 0)
     step_seconds = measured_step_seconds(rows, cfg.batch_size) or budget.get("step_seconds")
     pace = f", {steps} steps of {step_seconds:.2f} s" if steps and step_seconds else ""
     slope = late_slope(points)

@@ -16,6 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from lictrain.evaluation.metrics import ms_ssim_db
+from lictrain.schedules.lr import LengthPlan, format_length_plan, length_at
 from lictrain.training.budget import BudgetClock, BudgetPlan
 from lictrain.training.distributed import gather_objects
 from lictrain.training.param_groups import Unfreezer
@@ -110,9 +111,18 @@ class Budget(Callback):
 
     name = "budget"
 
+    #: steps this many times slower than the calibration's get named (once per run)
+    SLOW_RATIO = 3.0
+
     def __init__(self, plan: BudgetPlan, clock: BudgetClock, budget_minutes: float) -> None:
         self.plan, self.clock, self.budget_minutes = plan, clock, budget_minutes
         self.cut_reason = ""
+        self.history: LengthPlan = [[0, plan.total_steps]]  # where the LR's length changed: --lr-plan replays it
+        self.warned_slow = False
+
+    def _record(self, run: Run, step: int, total: int) -> None:
+        self.history.append([step, total])
+        run.outputs.note("lr_plan", format_length_plan(self.history))
 
     def on_step(self, run: Run, outcome: StepOutcome) -> bool:
         p = run.progress
@@ -122,7 +132,7 @@ class Budget(Callback):
         if late and not p.epoch_done:
             why = "reached" if self.clock.cut else "planned to end"
             self.cut_reason = (f"budget of {self.budget_minutes:g} min {why} after batch {p.batch} of "
-                               f"{p.steps_per_epoch} in epoch {p.epoch + 1}")
+                               f"{p.steps_per_epoch} in epoch {p.epoch}")
         return late
 
     def _grow(self, run: Run) -> bool:
@@ -136,6 +146,7 @@ class Budget(Callback):
             return False
         p.step_limit = p.global_step + more
         run.lr.set_length(p.epochs, p.step_limit)
+        self._record(run, p.global_step, p.step_limit)
         return True
 
     def on_epoch_end(self, run: Run, metrics: dict[str, Any]) -> None:
@@ -143,6 +154,7 @@ class Budget(Callback):
         if not p.epoch_done:
             return  # a cut epoch ends the run
         self.clock.record_epoch(metrics["epoch_seconds"] + self.plan.checkpoint_seconds)
+        self._name_slow_steps(run)
         planned = p.total_steps
         done = (p.epoch + 1) * p.steps_per_epoch
         replanned = min(gather_objects(self.clock.replan_steps(done, planned, p.steps_per_epoch), run.dist))
@@ -150,12 +162,57 @@ class Budget(Callback):
             return
         p.epochs, p.step_limit = math.ceil(replanned / p.steps_per_epoch), replanned
         run.lr.set_length(p.epochs, replanned)
+        self._record(run, done, replanned)
         # a few steps' jitter every epoch is noise in the log; a change of an epoch or more is news
         log.log(logging.INFO if abs(replanned - planned) >= p.steps_per_epoch else logging.DEBUG,
                 "re-planned to %d steps (%d epochs): %.1f s per epoch so far, %.1f min of the budget left",
                 replanned, p.epochs, metrics["epoch_seconds"], (self.clock.deadline - time.perf_counter()) / 60)
         run.outputs.note("budget_epochs", p.epochs)
         run.outputs.note("budget_steps", replanned)
+
+
+    def _name_slow_steps(self, run: Run) -> None:
+        """Say so once when the steps run far slower than the calibration measured: the plan was
+        made for another machine state (other jobs, a loader stealing the training threads)."""
+        pace, calibrated = self.clock.pace, self.plan.step_seconds
+        if self.warned_slow or not pace or not calibrated or pace < self.SLOW_RATIO * calibrated:
+            return
+        self.warned_slow = True
+        run.outputs.note("slow_steps", {"step_seconds": pace, "calibrated_step_seconds": calibrated})
+        log.warning("steps now take %.2f s, %.1fx the %.2f s the calibration measured: other work competes for the "
+                    "cores (or the data loader's %s does); the budget buys fewer steps than planned (see "
+                    "docs/training.md: --num-workers, OMP_NUM_THREADS)", pace, pace / calibrated, calibrated,
+                    run.train_loader.describe())
+
+
+class StepLimit(Callback):
+    """``--steps N``: end the run after N training steps (mid-epoch too); ``--lr-plan``: set the LR
+    schedule's length at the steps where a budgeted run re-planned it (its exact replay)."""
+
+    name = "steps"
+
+    def __init__(self, steps: int, plan: LengthPlan | None) -> None:
+        self.steps, self.plan = steps, plan
+
+    def _follow_plan(self, run: Run) -> None:
+        p = run.progress
+        if self.plan is None:
+            return
+        total = length_at(self.plan, p.global_step)
+        if total != p.total_steps:
+            p.epochs, p.step_limit = max(1, math.ceil(total / p.steps_per_epoch)), total
+            run.lr.set_length(p.epochs, total)
+
+    def on_epoch_start(self, run: Run) -> None:
+        self._follow_plan(run)  # also where a resumed run picks the length of the step it continues from
+
+    def on_step(self, run: Run, outcome: StepOutcome) -> bool:
+        self._follow_plan(run)
+        p = run.progress
+        if p.global_step < self.steps:
+            return False
+        p.epochs = p.epoch + 1  # the loop ends after this epoch's test (at once when this cut the epoch)
+        return True
 
 
 class StepRows(Callback):

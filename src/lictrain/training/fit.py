@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lictrain.checkpoint.writer import storage_cause
+from lictrain.command import reproduce_command
 from lictrain.config import TrainConfig
 from lictrain.errors import StopRun, StorageError
 from lictrain.training.run import Run, RunResult
@@ -109,7 +110,7 @@ def stopped(run: Run) -> RunResult:
     p = run.progress
     log.warning("%s: stopped after step %d (epoch %d, batch %d of %d); checkpoint saved. Continue with: lictrain "
                 "train --resume %s (or the same command with --auto-resume)", stop.signal_name, p.global_step,
-                p.epoch + 1, p.batch, p.steps_per_epoch, run.outputs.run_dir)
+                p.epoch, p.batch, p.steps_per_epoch, run.outputs.run_dir)
     return run.finish("interrupted", exit_code=stop.exit_code(), signal=stop.signal_name)
 
 
@@ -127,6 +128,11 @@ def finished(run: Run) -> RunResult:
         extra["budget_cut"] = budget.cut_reason
         log.info("%s: a partial last epoch (resume with --resume %s --epochs N to go on)", budget.cut_reason,
                  run.outputs.run_dir)
+    if budget is not None:  # the clock chose the length: --steps and --lr-plan repeat it step for step
+        again = reproduce_command(run.cfg, run.progress.global_step, budget.history, f"{run.outputs.run_dir}-again")
+        run.outputs.note("reproduce", again)
+        log.info("the budget bought %d steps; to train exactly these again (the same losses on this device): %s",
+                 run.progress.global_step, again)
     if budget is not None and run.plan is not None and run.plan.closing_seconds and budget.clock.pace:
         # the calibration's estimate, at the pace the machine keeps now (load comes and goes)
         run.outputs.note("closing_estimate_seconds", run.plan.closing_seconds * budget.clock.pace / run.plan.step_seconds)
@@ -134,5 +140,5 @@ def finished(run: Run) -> RunResult:
     result.stop_signal = run.stop.signals.received  # it came during the last epoch's test or save
     stopper = run.selection.stopper
     log.info("finished: %s (best test %s %.4g in epoch %d)", run.outputs.run_dir, run.selection.best.name,
-             stopper.top, stopper.top_epoch + 1)
+             stopper.top, stopper.top_epoch)
     return result

@@ -150,7 +150,7 @@ def format_summary(epoch: int, epochs: int, train: EpochStats, test: EpochStats,
     """The one-line per-epoch summary printed after each epoch."""
     t, v = train.values, test.values
     parts = [
-        f"epoch {epoch + 1}/{epochs}",
+        f"epoch {epoch}/{epochs - 1}",  # 0-based, as the checkpoint files and run.json
         f"train loss {t.get('loss', math.nan):.4f} bpp {t.get('bpp', math.nan):.3f} psnr {t.get('psnr', math.nan):.2f}",
         f"| test loss {v['loss']:.4f} bpp {v['bpp']:.3f} psnr {v['psnr']:.2f} ms-ssim {v['ms_ssim']:.4f}",
         f"| lr {lr:.2e}",

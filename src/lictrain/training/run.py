@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from lictrain.schedules.lr import LRSchedule
 from lictrain.training.batch_size import auto_batch_size
 from lictrain.training.budget import BudgetClock, BudgetPlan, plan_budget
 from lictrain.training.build import build_loaders, build_parts, check_alignment, resolve_device, seed_everything
-from lictrain.training.callbacks import Budget, Callback, Callbacks, Selection, StepRows, Unfreeze
+from lictrain.training.callbacks import Budget, Callback, Callbacks, Selection, StepLimit, StepRows, Unfreeze
 from lictrain.training.distributed import DistInfo, check_in_sync, init_distributed
 from lictrain.training.loop import EpochStats, EpochTally, format_summary, test_epoch, train_one_epoch
 from lictrain.training.outputs import RunOutputs
@@ -103,9 +104,9 @@ class Run:
             plan = plan_budget(cfg, device, dist, alignment, train_loader, test_loader, started)
             cfg = dataclasses.replace(cfg, epochs=plan.epochs)
             seed_everything(cfg.seed)  # the calibration used the RNG: start exactly as an --epochs run would
-        assert cfg.epochs is not None  # settled by validate() or by the plan
+        cfg, step_limit = settle_length(cfg, plan, len(train_loader))
         parts = build_parts(cfg, device, dist, alignment)
-        progress = Progress(cfg.epochs, len(train_loader), step_limit=plan.total_steps if plan else None)
+        progress = Progress(cfg.epochs, len(train_loader), step_limit=step_limit)
         run = cls(cfg, dist, device, parts, (train_loader, test_loader), progress, plan, show_progress)
         if cfg.resume:  # the newest checkpoint that passes its integrity check
             run.resume_file, run.resume_ckpt = load_latest_valid(cfg.resume, map_location=device)
@@ -135,6 +136,8 @@ class Run:
         if cfg.log_every is not None:
             values = lambda: {"lr": self.strategy.optimizer.param_groups[0]["lr"], **self.strategy.epoch_values()}  # noqa: E731
             items.append(StepRows(StepLog(cfg.log_every, self.outputs.log_step, values)))
+        if cfg.steps is not None:
+            items.append(StepLimit(cfg.steps, cfg.lr_plan))
         if self.plan is not None:  # a gamma schedule is fixed to the planned length: the run may only shorten
             clock = BudgetClock(self.plan.budget_seconds, started, max_epochs=requested_epochs,
                                 can_grow=not (cfg.use_balanced and cfg.adaptive_gamma),
@@ -180,9 +183,9 @@ class Run:
         """Train from ``progress.batch`` to the epoch's end, or until a callback ends it."""
         p = self.progress
         self.epoch_started = time.perf_counter()
-        self.epoch_lr = self.lr.lr(p.epoch * p.steps_per_epoch)  # the epoch's LR: its first batch's
         self.strategy.begin_epoch(p.epoch)
-        self.callbacks.on_epoch_start(self)
+        self.callbacks.on_epoch_start(self)  # may set the LR's length (a replayed plan, after a resume)
+        self.epoch_lr = self.lr.lr(p.epoch * p.steps_per_epoch)  # the epoch's LR: its first batch's
         self.train_loader.set_epoch(p.epoch, p.batch)
         if p.batch == 0:
             self.tally = EpochTally()
@@ -245,9 +248,27 @@ class Run:
         """Flush the checkpoints and mark the run ``status`` in run.json and W&B."""
         if status in ("finished", "stopped"):
             summary = {**self.selection.summary(), **summary}
+        summary.setdefault("trained_steps", self.progress.global_step)
         if summary.get("signal"):  # also at the top of run.json, beside the status it explains
             self.outputs.note("signal", summary["signal"])
         error = self.outputs.finish(status, exit_code=exit_code, best_loss=self.progress.best_loss, **summary)
         if error is not None:  # the last checkpoint's save failed: recorded as failed
             raise error
         return RunResult(self.outputs.run_dir, status, self.outputs.summary, self.cfg, exit_code)
+
+
+def settle_length(cfg: TrainConfig, plan: BudgetPlan | None, steps_per_epoch: int) -> tuple[TrainConfig, int | None]:
+    """The run's planned epochs (what its schedules span) and step limit (``None``: whole epochs).
+
+    A budget's plan sets both; ``--steps N`` without ``--epochs`` spans ``--lr-plan``'s first
+    length (else N) and fixes the LR it resolved (a resumed run reads ``epochs`` from its saved
+    config: the short-run default LR must not turn into the long-run one).
+    """
+    if plan is not None:
+        return cfg, plan.total_steps
+    if cfg.steps is not None and cfg.epochs is None:
+        length = cfg.lr_plan[0][1] if cfg.lr_plan else cfg.steps
+        cfg = dataclasses.replace(cfg, lr=cfg.peak_lr, epochs=max(1, math.ceil(length / steps_per_epoch)))
+        return cfg, length
+    assert cfg.epochs is not None  # settled by validate()
+    return cfg, None

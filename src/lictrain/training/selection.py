@@ -83,7 +83,7 @@ class EarlyStopping:
     def reason(self) -> str:
         delta = f" by more than {self.min_delta:g}" if self.min_delta else ""
         return (f"early stop: test {self.metric.name} did not improve{delta} for {self.stale} epochs "
-                f"(best {self.best:.4g} in epoch {self.best_epoch + 1})")  # 1-based, as the epoch lines
+                f"(best {self.best:.4g} in epoch {self.best_epoch})")  # 0-based, as the files and run.json
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best, "best_epoch": self.best_epoch, "stale": self.stale, "metric": self.metric.name,
