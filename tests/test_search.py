@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import shlex
 import math
 import os
 import time
@@ -357,6 +358,11 @@ def test_grid_cli_end_to_end_with_wandb(image_folder: Path, tmp_path: Path) -> N
     run_dir = out / "gamma0.003"
     record = json.loads((run_dir / "run.json").read_text())
     assert record["status"] == "finished" and record["config"]["use_balanced"] is True
+    # the trial's own train command (trains this trial alone), not the sweep's; the sweep's is kept beside it
+    command = shlex.split(record["command"])
+    assert command[:2] == ["lictrain", "train"] and "--use-balanced" in command and "launched_by" in record
+    assert command[command.index("--dataset") + 1] == str(image_folder)  # gamma=0.003 is the default: no flag
+    assert command[command.index("--save-path") + 1] == str(run_dir)
     assert [m["epoch"] for m in read_metrics(run_dir)] == [0, 1]
     assert len(list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))) == 1
     started = time.perf_counter()
