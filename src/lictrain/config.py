@@ -1,18 +1,30 @@
-"""TrainConfig: every ``lictrain train`` setting, its default and its validation, in one place."""
+"""TrainConfig: every ``lictrain train`` setting, declared once (see :mod:`lictrain.settings`)."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+import re
+import signal
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lictrain.errors import ConfigError
-from lictrain.schedules.lr import LR_SCHEDULES, check_length_plan
+from lictrain.losses import BALANCED_TASKS, METRICS
+from lictrain.models import get_spec
+from lictrain.optim.balanced import METHODS as BALANCED_METHODS
+from lictrain.optim.balanced import UPDATE_MODES
+from lictrain.schedules.gamma_settings import (DEFAULT_GAMMA_DECAY, DEFAULT_STEP_EPOCHS, DEFAULT_THRESHOLD,
+                                               DEFAULT_WINDOW_SIZE)
+from lictrain.schedules.gamma_settings import STRATEGIES as GAMMA_STRATEGIES
+from lictrain.schedules.lr import LR_SCHEDULES, check_length_plan, parse_length_plan
+from lictrain.settings import (check_choice, config_error_as_type_error, is_real, optional, parse_batch_size,
+                               parse_bool, parse_names, parse_pair, parse_workers, positive_float, positive_int,
+                               real_in, setting, setting_of, whole_at_least)
 
-GAMMA_STRATEGIES = ("linear", "cosine", "step", "adaptive", "hpcm")
 PRECISIONS = ("fp32", "bf16")
+WANDB_MODES = ("offline", "online", "disabled")
 #: --best-metric -> (the per-epoch test metric it reads, whether higher is better)
 BEST_METRICS: dict[str, tuple[str, bool]] = {
     "loss": ("loss", False), "psnr": ("psnr", True), "bpp": ("bpp", False), "ms-ssim": ("ms_ssim", True),
@@ -34,9 +46,48 @@ SHORT_BUDGET_LR = 2e-3
 CONVENTIONAL_LR = 1e-4
 
 
+# -- the checks of single settings that need more than a type and a range ---------------------------
+def check_seed(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
+        raise ConfigError(f"--seed must be a whole number from 0 to 2**63-1, got {value}")
+
+
+def check_device(name: str, value: Any) -> None:
+    if not (value in ("auto", "cpu", "cuda") or (isinstance(value, str) and re.fullmatch(r"cuda:\d+", value))):
+        raise ConfigError(f"--device must be one of auto, cpu, cuda, cuda:N; got {value!r}")
+
+
+def check_lr_groups(name: str, value: Any) -> None:
+    bad = not isinstance(value, dict) or not value or any(not (is_real(v) and v >= 0) for v in value.values())
+    if bad:
+        raise ConfigError(f"--lr-groups takes GROUP=LR pairs with LR >= 0, such as g_a=1e-5 context=5e-5; got {value}")
+
+
+def check_unfreeze(name: str, value: Any) -> None:
+    if not isinstance(value, list) or not value or len(set(value)) != len(value):
+        raise ConfigError(f"--unfreeze takes distinct module groups in unfreezing order, such as "
+                          f"entropy,context,g_s,g_a; got {value}")
+
+
+def check_gamma_scales(name: str, value: Any) -> None:
+    bad = {k: v for k, v in dict(value).items() if not (is_real(v) and v > 0)}
+    if bad:
+        raise ConfigError(f"--gamma-scale values must be positive numbers, got {bad}")
+
+
+def check_step_epochs(name: str, value: Any) -> None:
+    if not isinstance(value, list) or any(not isinstance(e, int) or e < 0 for e in value):
+        raise ConfigError(f"--step_epochs must be non-negative epochs, got {value}")
+
+
 @dataclass
 class TrainConfig:
     """Settings of one training run. Field names are the CLI's ``dest`` names.
+
+    Every field is declared once, with its :class:`~lictrain.settings.Setting` (flags, help,
+    parsing, check, whether ``--resume`` may change it, whether a sweep may search it); the
+    parser, :meth:`validate`, config files, ``--print-config``, recipes and sweeps read that.
+    Help texts may name ``{default}``: the field's default.
 
     The defaults make ``lictrain train`` with no arguments the short-budget recipe on the
     built-in photos (:data:`DEFAULT_BUDGET_MINUTES` of training, warm-up + cosine LR); HPCM's
@@ -49,162 +100,222 @@ class TrainConfig:
     ``lr_plan``'s first length, else ``steps``): what a budgeted run records to be reproduced.
     """
 
-    recipe: str | None = None  # the --recipe the run started from (recorded; its values are in the fields)
+    # recipe
+    recipe: str | None = setting(
+        None, group="recipe", metavar="NAME", search=False,
+        help="start from a published recipe's settings (hpcm, lic-hpcm-balanced, compressai; printed when used); "
+             "a config file and flags given explicitly still win")
     # data
-    dataset: str | None = None
-    patch_size: int = 128
-    test_patch_size: int = 256
-    batch_size: int | str = 8  # or "auto": the largest batch that fits the GPU (training/batch_size.py)
-    test_batch_size: int = 4
-    epoch_size: int | None = None  # None: one pass over the training photos (built-in photos: 192 crops)
-    crops_per_image: int = 1
-    num_workers: int | None = None  # None: auto (0 for the built-in photos)
+    dataset: str | None = setting(
+        None, group="data", aliases=("-d",), metavar="DIR|LIST|SHARDS", local=True,
+        help="a folder (CompressAI layout DIR/train + DIR/test, or flat: 90/10 split), a file list (.txt, one "
+             "image per line), or shards from `lictrain data prepare` (folder or URL); default: built-in photos")
+    patch_size: int = setting(
+        128, group="data", parse=int, nargs="+", metavar="PX", check=positive_int,
+        help="training crop size (default {default}; CompressAI's `H W` accepted when H = W)")
+    test_patch_size: int = setting(256, group="data", parse=int, metavar="PX", check=positive_int,
+                                   help="test centre-crop size (default {default})")
+    batch_size: int | str = setting(
+        8, group="data", parse=parse_batch_size, metavar="N|auto", check=lambda n, v: v == "auto" or positive_int(n, v),
+        help="default {default}; auto: the largest that fits the GPU's memory (a real step measures it)")
+    test_batch_size: int = setting(4, group="data", parse=int, check=positive_int, help="default {default}")
+    epoch_size: int | None = setting(
+        None, group="data", parse=int, metavar="CROPS", check=optional(positive_int),
+        help="cap an epoch at this many crops (all ranks together); default: one pass over every training photo "
+             "(the built-in photos: 192 crops)")
+    crops_per_image: int = setting(
+        1, group="data", parse=int, metavar="K", check=positive_int,
+        help="random crops cut from each decoded photo (default {default}; more crops per decode feed a fast GPU)")
+    num_workers: int | None = setting(
+        None, group="data", aliases=("-n",), parse=parse_workers, metavar="N|auto", resume=True, local=True,
+        check=optional(whole_at_least(0, " or auto")),
+        help="decoding processes per rank (default auto: 0 for the built-in photos, else up to 4)")
     # model and loss
-    model: str = "hpcm-tiny"
-    quality: int = 1
-    lmbda: float = 0.0067
-    metric: str = "mse"
+    model: str = setting("hpcm-tiny", group="model", aliases=("-m",),
+                         help="registry name, see `lictrain models` (default {default})")
+    quality: int = setting(1, group="model", aliases=("-q",), parse=int, help="picks the network width (default {default})")
+    lmbda: float = setting(0.0067, group="model", flag="lambda", parse=float, check=positive_float,
+                           help="R-D trade-off λ (default {default})")
+    metric: str = setting("mse", group="model", choices=METRICS,
+                          help="mse (λ·255²·MSE + bpp) or ms-ssim (λ·(1-MS-SSIM) + bpp)")
     # optimisation
-    epochs: int | None = None
-    budget_minutes: float | None = None
-    steps: int | None = None  # train exactly this many steps (the last epoch may be partial)
-    lr_plan: list[list[int]] | None = None  # [[0, T0], [S1, T1], ...]: the LR's length, re-planned at S1 (a budget's replay)
-    lr: float | None = None
-    aux_lr: float = 1e-3
-    clip_max_norm: float | None = 1.0
-    lr_schedule: str = "cosine"
-    warmup_steps: int | None = None
-    seed: int = 0
-    device: str = "auto"
+    epochs: int | None = setting(
+        None, group="optimisation", aliases=("-e",), parse=int, resume=True, check=optional(positive_int),
+        help="train this many epochs (with --budget-minutes: at most this many); default: plan from the budget")
+    budget_minutes: float | None = setting(
+        None, group="optimisation", parse=float, metavar="MIN", check=optional(positive_float),
+        help="train for about MIN minutes: the epoch count comes from a measured step time "
+             f"(default {DEFAULT_BUDGET_MINUTES:g} when --epochs is not given either)")
+    steps: int | None = setting(
+        None, group="optimisation", parse=int, metavar="N", check=optional(positive_int),
+        help="train exactly N steps (the last epoch may be partial): deterministic, as --epochs; a budgeted "
+             "run's run.json 'reproduce' gives the --steps and --lr-plan that repeat it")
+    lr_plan: list[list[int]] | None = setting(
+        None, group="optimisation", parse=config_error_as_type_error(parse_length_plan, "--lr-plan: "),
+        metavar="T0,S1:T1,...", search=False,
+        help="with --steps: the LR schedule spans T0 steps, re-planned to T1 at step S1, ... (a budgeted run's "
+             "record, from its run.json)")
+    lr: float | None = setting(
+        None, group="optimisation", aliases=("--learning-rate", "--learning_rate", "-lr"), parse=float,
+        check=optional(positive_float),
+        help="(peak) learning rate; default for a budgeted run with the cosine/linear schedule: the model's "
+             f"short-budget peak ({SHORT_BUDGET_LR:g} for hpcm-tiny, 1e-3 otherwise), else {CONVENTIONAL_LR:g}")
+    aux_lr: float = setting(1e-3, group="optimisation", aliases=("--aux-learning-rate", "--aux_learning_rate"),
+                            parse=float, check=positive_float, help="EntropyBottleneck quantile LR (default {default})")
+    clip_max_norm: float | None = setting(
+        1.0, group="optimisation", parse=float,
+        check=optional(real_in(0, math.inf, low_open=True, what="positive (or 0 to disable)")),
+        help="gradient clipping norm, 0 disables (default {default})")
+    lr_schedule: str = setting(
+        "cosine", group="optimisation", choices=LR_SCHEDULES,
+        help="cosine or linear (per batch, after a warm-up), multistep (HPCM's, scaled to --epochs) or plateau "
+             "(default {default})")
+    warmup_steps: int | None = setting(
+        None, group="optimisation", parse=int, metavar="STEPS", check=optional(whole_at_least(0)),
+        help="linear LR warm-up of the cosine/linear schedules (default 5%% of all steps)")
+    seed: int = setting(0, group="optimisation", parse=int, check=check_seed, help="default {default}")
+    device: str = setting("auto", group="optimisation", resume=True, local=True, check=check_device,
+                          help="auto, cpu, cuda or cuda:N (default {default})")
+    best_metric: str = setting(
+        "loss", group="optimisation", metavar="METRIC", choices=tuple(BEST_METRICS),
+        help="what picks the best checkpoints and drives --early-stop: loss (default), psnr, bpp, ms-ssim, or rd "
+             "(dB above JPEG at the same bpp on the test crops)")
+    best_mode: str = setting("auto", group="optimisation", metavar="MODE", choices=("auto", "min", "max"),
+                             help="min, max or auto (default: the metric's own direction)")
+    early_stop: int | None = setting(
+        None, group="optimisation", parse=int, metavar="PATIENCE", resume=True, check=optional(positive_int),
+        help="stop after this many epochs without an improvement of --best-metric (status stopped, best "
+             "checkpoint kept, resumable)")
+    early_stop_min_delta: float = setting(
+        0.0, group="optimisation", parse=float, metavar="DELTA", resume=True, check=real_in(0, math.inf, what=">= 0"),
+        help="an improvement must exceed this (in the metric's units; default {default:g})")
+    lr_groups: dict[str, float] | None = setting(
+        None, group="optimisation", parse=parse_pair("GROUP=LR such as g_a=1e-5"), nargs="+", metavar="GROUP=LR",
+        search=False, check=optional(check_lr_groups),
+        help="per-module learning rates (fine-tuning), e.g. g_a=1e-5 g_s=1e-5 context=5e-5; the groups of a model: "
+             "`lictrain models --groups MODEL`; the rest trains at --lr")
+    unfreeze: list[str] | None = setting(
+        None, group="optimisation", parse=parse_names, metavar="G1,G2,...", search=False, check=optional(check_unfreeze),
+        help="progressive unfreezing: train only G1 first, add the next group every --unfreeze-every epochs; groups "
+             "not named train throughout")
+    unfreeze_every: int = setting(1, group="optimisation", parse=int, metavar="EPOCHS", check=positive_int,
+                                  help="epochs between unfreezing steps (default {default})")
     # speed levers
-    precision: str = "fp32"
-    channels_last: bool = False
-    compile: bool = False
+    precision: str = setting("fp32", group="speed", choices=PRECISIONS,
+                             help="fp32 (default) or bf16: bf16 autocast for the transforms, float32 entropy models")
+    channels_last: bool = setting(False, group="speed", action="store_true", help="NHWC weights and batches")
+    compile: bool = setting(False, group="speed", action="store_true",
+                            help="torch.compile the g_a/g_s transforms (slow first steps)")
     # balanced R-D
-    use_balanced: bool = False
-    balanced_method: str = "trajectory"
-    balanced_update: str = "same-batch"
-    balanced_tasks: str = "rd"
-    gamma: float = 0.003
-    w_lr: float = 0.025
-    cautious: bool = True
-    cautious_max_scale: float | None = 10.0  # cap on the cautious rescale 1/mean(mask); None: uncapped
+    use_balanced: bool = setting(False, group="balanced", action="store_true",
+                                 help="balance rate and distortion as two tasks")
+    balanced_method: str = setting("trajectory", group="balanced", choices=BALANCED_METHODS,
+                                   help="trajectory (from scratch, default) or qp (fine-tuning)")
+    balanced_update: str = setting(
+        "same-batch", group="balanced", choices=UPDATE_MODES,
+        help="same-batch (the default: the paper's reference update, one extra no-grad forward) or next-batch (no "
+             "extra forward; in docs/balanced.md's short CPU runs it paid more and same-batch collapsed in 1 of 3 "
+             "seeds: compare both on your data)")
+    balanced_tasks: str = setting("rd", group="balanced", choices=BALANCED_TASKS,
+                                  help="rd (2 tasks) or hierarchical (distortion + one rate per coding scale)")
+    gamma: float = setting(0.003, group="balanced", parse=float, check=real_in(0, math.inf, what="a finite number >= 0"),
+                           help="decay on the weight logits (default {default})")
+    w_lr: float = setting(0.025, group="balanced", parse=float, check=positive_float,
+                          help="learning rate of the weight logits (default {default})")
+    cautious: bool = setting(True, group="balanced", parse=parse_bool, metavar="BOOL",
+                             help="cautious Adam masking (default true)")
+    cautious_max_scale: float | None = setting(
+        10.0, group="balanced", parse=float, metavar="X",
+        check=optional(real_in(1, math.inf, what="a number >= 1 (or 0 for uncapped)")),
+        help="cap on the cautious rescale 1/mean(mask) (default {default:g}, the reference implementation's; 0: "
+             "uncapped, as C-Optim)")
     # gamma schedule
-    adaptive_gamma: bool = False
-    gamma_strategy: str = "hpcm"
-    gamma_final: float = 0.001
-    step_epochs: list[int] = field(default_factory=lambda: [1000, 2000])
-    gamma_decay: float = 0.5
-    adaptive_window: int = 50
-    adaptive_threshold: float = 0.01
-    gamma_scales: dict[str, float] | None = None
+    adaptive_gamma: bool = setting(False, group="gamma_schedule", action="store_true",
+                                   help="schedule gamma per epoch (needs --use_balanced)")
+    gamma_strategy: str = setting("hpcm", group="gamma_schedule", choices=GAMMA_STRATEGIES,
+                                  help=f"one of {', '.join(GAMMA_STRATEGIES)} (default {{default}})")
+    gamma_final: float = setting(0.001, group="gamma_schedule", parse=float, check=positive_float,
+                                 help="default {default}")
+    step_epochs: list[int] = setting(
+        factory=lambda: list(DEFAULT_STEP_EPOCHS), group="gamma_schedule", parse=int, nargs="+", search=False,
+        check=check_step_epochs, help="epochs of the step strategy's decays (default 1000 2000)")
+    gamma_decay: float = setting(DEFAULT_GAMMA_DECAY, group="gamma_schedule", parse=float,
+                                 check=real_in(0, 1, low_open=True),
+                                 help="decay factor of the step/adaptive strategies (default {default})")
+    adaptive_window: int = setting(DEFAULT_WINDOW_SIZE, group="gamma_schedule", parse=int, check=positive_int,
+                                   help="epochs of the adaptive strategy's window (default {default})")
+    adaptive_threshold: float = setting(
+        DEFAULT_THRESHOLD, group="gamma_schedule", parse=float, check=real_in(0, 1, high_open=True),
+        help="relative improvement below which gamma is cut (default {default})")
+    gamma_scales: dict[str, float] | None = setting(
+        None, group="gamma_schedule", flag="gamma_scale", parse=parse_pair("SCALE=GAMMA such as s1=0.008"),
+        nargs="+", metavar="SCALE=GAMMA", search=False, check=optional(check_gamma_scales),
+        help="per-scale schedules (with --balanced-tasks hierarchical): the initial gamma of a scale's rate task, "
+             "e.g. s1=0.008 s3=0.002 (also z, distortion); other tasks use --gamma")
     # run records and checkpoints
-    save_path: str | None = None
-    wandb_mode: str = "offline"
-    wandb_project: str = "lictrain"
-    resume: str | None = None
-    auto_resume: bool = False  # continue --save-path's run if it has a checkpoint, else start it there
-    stop_signals: list[str] = field(default_factory=lambda: list(STOP_SIGNALS))
-    pretrained: str | None = None
-    keep_last_n: int = 3
-    keep_best: int = 3
-    best_weights_only: bool = False
-    final_eval: bool = True
-    best_metric: str = "loss"  # what ranks the best checkpoints and drives --early-stop (training/selection.py)
-    best_mode: str = "auto"  # min | max | auto (the metric's own direction)
-    early_stop: int | None = None  # patience in epochs without an improvement of the best metric
-    early_stop_min_delta: float = 0.0
-    log_every: int | None = None  # train steps between step-level rows in metrics.jsonl and W&B
-    # fine-tuning controls (training/param_groups.py)
-    lr_groups: dict[str, float] | None = None  # module group -> LR (others: --lr)
-    unfreeze: list[str] | None = None  # module groups, unfrozen one more every --unfreeze-every epochs
-    unfreeze_every: int = 1
+    save_path: str | None = setting(None, group="records", aliases=("-o",), metavar="DIR", search=False, local=True,
+                                    help="run directory (default ./outputs/<model>-<lambda>-<time>)")
+    wandb_mode: str = setting("offline", group="records", resume=True, local=True, choices=WANDB_MODES,
+                              help="offline (default, no account), online or disabled")
+    wandb_project: str = setting("lictrain", group="records", local=True, help="default {default}")
+    log_every: int | None = setting(
+        None, group="records", parse=int, metavar="STEPS", resume=True, check=optional(positive_int),
+        help="also log train losses, LR, task weights and gamma every STEPS steps (metrics.jsonl and W&B); "
+             "default: per epoch only")
+    resume: str | None = setting(None, group="records", metavar="DIR_OR_FILE", search=False, local=True,
+                                 help="continue a run from its directory or a checkpoint file")
+    auto_resume: bool = setting(
+        False, group="records", action="store_true", resume=True, search=False,
+        help="with --save-path DIR: continue DIR's run if it has a checkpoint, else start it there; one command for "
+             "the first start, every requeue and every torchrun restart (docs/cluster.md)")
+    stop_signals: list[str] = setting(
+        factory=lambda: list(STOP_SIGNALS), group="records",
+        parse=config_error_as_type_error(lambda text: signal_names(text), "--stop-signals: "), metavar="SIG,SIG",
+        resume=True, search=False, local=True,
+        help=f"signals that stop the run after the current step with a checkpoint (default {','.join(STOP_SIGNALS)}); "
+             "exit code 75 = stopped, requeue me (130 for SIGINT)")
+    pretrained: str | None = setting(None, group="records", metavar="PATH",
+                                     help="start from these weights (fine-tuning; optimiser state fresh)")
+    keep_last_n: int = setting(3, group="records", parse=int, check=positive_int,
+                               help="recent checkpoints kept (default {default})")
+    keep_best: int = setting(3, group="records", parse=int, check=whole_at_least(0),
+                             help="best checkpoints kept (default {default})")
+    best_weights_only: bool = setting(False, group="records", action="store_true",
+                                      help="keep best checkpoints as weights only")
+    final_eval: bool = setting(True, group="records", flag="no_final_eval", action="store_false", resume=True,
+                               local=True, help="skip the closing evaluation (real bitstreams vs JPEG on the test photos)")
 
     def validate(self) -> "TrainConfig":
         """Check every value; raise :class:`ConfigError` naming the first bad flag and the fix.
 
-        Also settles the run's length: with neither ``epochs`` nor ``budget_minutes`` set,
-        ``budget_minutes`` becomes :data:`DEFAULT_BUDGET_MINUTES`.
+        Each field's own check comes from its declaration; then the checks that join settings.
+        Also settles the run's length: with none of ``epochs``, ``budget_minutes`` and ``steps``
+        set, ``budget_minutes`` becomes :data:`DEFAULT_BUDGET_MINUTES`; and the LR (``peak_lr``).
         """
         if self.epochs is None and self.budget_minutes is None and self.steps is None:
             self.budget_minutes = DEFAULT_BUDGET_MINUTES
-        self._check_steps()
-        if self.epochs is not None:
-            _positive_int(self, "epochs")
-        if self.budget_minutes is not None:
-            _positive_float(self, "budget_minutes")
-        if self.warmup_steps is not None and (not isinstance(self.warmup_steps, int) or self.warmup_steps < 0):
-            raise ConfigError(f"--warmup-steps must be a whole number >= 0, got {self.warmup_steps}")
-        if self.batch_size != "auto":
-            _positive_int(self, "batch_size")
-        _positive_int(self, "patch_size", "test_patch_size", "test_batch_size",
-                      "crops_per_image", "keep_last_n", "adaptive_window", "unfreeze_every")
-        for name in ("early_stop", "log_every"):
-            if getattr(self, name) is not None:
-                _positive_int(self, name)
-        if not (isinstance(self.early_stop_min_delta, (int, float)) and math.isfinite(self.early_stop_min_delta)
-                and self.early_stop_min_delta >= 0):
-            raise ConfigError(f"--early-stop-min-delta must be a number >= 0, got {self.early_stop_min_delta}")
         self.stop_signals = signal_names(self.stop_signals)
-        _choice(self, "best_metric", tuple(BEST_METRICS))
-        _choice(self, "best_mode", ("auto", "min", "max"))
-        if self.lr_groups is not None:
-            bad = {k: v for k, v in self.lr_groups.items()
-                   if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0)}
-            if bad or not self.lr_groups:
-                raise ConfigError(f"--lr-groups takes GROUP=LR pairs with LR >= 0, such as g_a=1e-5 context=5e-5; "
-                                  f"got {self.lr_groups}")
-        if self.unfreeze is not None and (not self.unfreeze or len(set(self.unfreeze)) != len(self.unfreeze)):
-            raise ConfigError(f"--unfreeze takes distinct module groups in unfreezing order, such as "
-                              f"entropy,context,g_s,g_a; got {self.unfreeze}")
-        if self.epoch_size is not None:
-            _positive_int(self, "epoch_size")
-        _positive_float(self, "lmbda", "aux_lr", "w_lr", "gamma_final")
-        _choice(self, "lr_schedule", LR_SCHEDULES)
         if self.lr is None:
             self.lr = self.peak_lr
-        _positive_float(self, "lr")
-        if self.num_workers is not None and (not isinstance(self.num_workers, int) or self.num_workers < 0):
-            raise ConfigError(f"--num-workers must be auto or a whole number >= 0, got {self.num_workers}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**63:
-            raise ConfigError(f"--seed must be a whole number from 0 to 2**63-1, got {self.seed}")
-        if self.keep_best < 0:
-            raise ConfigError(f"--keep-best must be >= 0, got {self.keep_best}")
-        if self.cautious_max_scale is not None and not (
-                isinstance(self.cautious_max_scale, (int, float)) and math.isfinite(self.cautious_max_scale)
-                and self.cautious_max_scale >= 1):
-            raise ConfigError(f"--cautious-max-scale must be a number >= 1 (or 0 for uncapped), got "
-                              f"{self.cautious_max_scale}")
-        if not (math.isfinite(self.gamma) and self.gamma >= 0):
-            raise ConfigError(f"--gamma must be a finite number >= 0, got {self.gamma}")
-        if self.clip_max_norm is not None and not self.clip_max_norm > 0:
-            raise ConfigError(f"--clip_max_norm must be positive (or 0 to disable), got {self.clip_max_norm}")
-        if not 0 < self.gamma_decay <= 1:
-            raise ConfigError(f"--gamma-decay must be in (0, 1], got {self.gamma_decay}")
-        if not 0 <= self.adaptive_threshold < 1:
-            raise ConfigError(f"--adaptive_threshold must be in [0, 1), got {self.adaptive_threshold}")
-        _choice(self, "metric", ("mse", "ms-ssim"))
-        _choice(self, "precision", PRECISIONS)
-        _choice(self, "device", ("auto", "cpu", "cuda"))
-        _choice(self, "wandb_mode", ("offline", "online", "disabled"))
-        _choice(self, "balanced_method", ("trajectory", "qp"))
-        _choice(self, "balanced_update", ("same-batch", "next-batch"))
-        _choice(self, "balanced_tasks", ("rd", "hierarchical"))
-        _choice(self, "gamma_strategy", GAMMA_STRATEGIES)
+        for f in dataclasses.fields(self):
+            decl, value = setting_of(f), getattr(self, f.name)
+            if decl.choices is not None:
+                check_choice(f.name, value, decl.choices)
+            if decl.check is not None:
+                decl.check(f.name, value)
+        self._check_steps()
+        self._check_joint()
+        return self
+
+    def _check_joint(self) -> None:
+        """The rules that join two settings."""
         if self.adaptive_gamma and not self.use_balanced:
             raise ConfigError("--adaptive_gamma schedules the balanced optimiser's gamma; add --use_balanced")
-        if self.gamma_scales is not None:
-            if not (self.adaptive_gamma and self.balanced_tasks == "hierarchical"):
-                raise ConfigError("--gamma-scale sets a schedule per coding scale; it needs --adaptive_gamma and "
-                                  "--balanced-tasks hierarchical")
-            bad = {k: v for k, v in self.gamma_scales.items() if not (math.isfinite(v) and v > 0)}
-            if bad:
-                raise ConfigError(f"--gamma-scale values must be positive numbers, got {bad}")
-        if any(e < 0 for e in self.step_epochs):
-            raise ConfigError(f"--step_epochs must be non-negative epochs, got {self.step_epochs}")
+        if self.gamma_scales is not None and not (self.adaptive_gamma and self.balanced_tasks == "hierarchical"):
+            raise ConfigError("--gamma-scale sets a schedule per coding scale; it needs --adaptive_gamma and "
+                              "--balanced-tasks hierarchical")
         if self.resume and self.pretrained:
             raise ConfigError("--resume continues a run and --pretrained starts a new one from weights; pass only one")
-        return self
 
     @property
     def peak_lr(self) -> float:
@@ -216,8 +327,6 @@ class TrainConfig:
         budgeted = self.budget_minutes is not None or self.epochs is None
         if not (budgeted and self.lr_schedule in ("cosine", "linear")):
             return CONVENTIONAL_LR
-        from lictrain.models import get_spec
-
         try:
             return get_spec(self.model).short_budget_lr
         except ConfigError:  # an unknown --model is reported where the model is built
@@ -229,7 +338,6 @@ class TrainConfig:
                 raise ConfigError("--lr-plan replays a budgeted run's LR length: give --steps N too (run.json's "
                                   "'reproduce' has both)")
             return
-        _positive_int(self, "steps")
         if self.budget_minutes is not None:
             raise ConfigError("--steps N trains exactly N steps and --budget-minutes plans the length by the clock: "
                               "pass one of them")
@@ -251,14 +359,28 @@ class TrainConfig:
         return Path("outputs") / f"{self.model}-{self.lmbda:g}-{timestamp}"
 
 
+def _declared(flag: str) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(TrainConfig) if getattr(setting_of(f), flag))
+
+
+#: settings a resumed run may change; all others come from the checkpoint's config
+RESUME_OVERRIDABLE: tuple[str, ...] = _declared("resume")
+#: settings a sweep may not search (it sets them per trial, or they are lists or paths)
+NOT_SEARCHABLE: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrainConfig) if not setting_of(f).search)
+#: settings that say where or how a machine runs the job: may differ between a sweep's workers
+LOCAL_SETTINGS: tuple[str, ...] = _declared("local")
+#: settings that only the balanced optimiser reads (searching one implies --use_balanced)
+BALANCED_SETTINGS: tuple[str, ...] = tuple(
+    f.name for f in dataclasses.fields(TrainConfig)
+    if setting_of(f).group in ("balanced", "gamma_schedule") and setting_of(f).search and f.name != "use_balanced")
+
+
 def signal_names(names: Any) -> list[str]:
     """``--stop-signals`` as canonical names (``term``, ``SIGTERM`` and ``15`` are SIGTERM).
 
     Raises:
         ConfigError: an unknown or uncatchable signal.
     """
-    import signal
-
     if isinstance(names, str):
         names = names.split(",")
     out: list[str] = []
@@ -277,26 +399,3 @@ def signal_names(names: Any) -> list[str]:
             out.append(name)
     return out
 
-
-def _flag(name: str) -> str:
-    return "--lambda" if name == "lmbda" else "--" + name.replace("_", "-")
-
-
-def _positive_int(cfg: TrainConfig, *names: str) -> None:
-    for name in names:
-        value = getattr(cfg, name)
-        if not isinstance(value, int) or value <= 0:
-            raise ConfigError(f"{_flag(name)} must be a positive integer, got {value}")
-
-
-def _positive_float(cfg: TrainConfig, *names: str) -> None:
-    for name in names:
-        value = getattr(cfg, name)
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-            raise ConfigError(f"{_flag(name)} must be a positive number, got {value}")
-
-
-def _choice(cfg: TrainConfig, name: str, choices: tuple[str, ...]) -> None:
-    value = getattr(cfg, name)
-    if value not in choices:
-        raise ConfigError(f"{_flag(name)} must be one of {', '.join(choices)}; got {value!r}")

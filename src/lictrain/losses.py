@@ -18,6 +18,8 @@ from pytorch_msssim import ms_ssim
 from lictrain.errors import ConfigError
 
 METRICS = ("mse", "ms-ssim")
+#: the task sets of the balanced optimiser: D and R, or D and one rate per coding scale
+BALANCED_TASKS = ("rd", "hierarchical")
 
 
 @dataclass

@@ -8,6 +8,9 @@ import logging
 import sys
 from typing import TYPE_CHECKING, Any, NoReturn, Sequence
 
+from lictrain.cli.config_file import config_defaults, config_path
+from lictrain.errors import ConfigError
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -23,6 +26,19 @@ class FriendlyParser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
+
+    def parse_known_args(self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+                         ) -> tuple[argparse.Namespace, list[str]]:
+        """As argparse's; a ``--config FILE`` among ``args`` first sets this parser's defaults from
+        the file, so that the flags given win over it."""
+        arg_list = list(sys.argv[1:] if args is None else args)
+        path = config_path(arg_list) if "--config" in self._option_string_actions else None
+        if path is not None:
+            try:
+                self.set_defaults(**config_defaults(self, path))
+            except ConfigError as exc:
+                self.exit(2, f"{self.prog}: error: {' '.join(str(exc).split())}\n")
+        return super().parse_known_args(arg_list, namespace)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}{self._suggestion(message)} (see {self.prog} --help)\n")
@@ -63,16 +79,6 @@ def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
     for noisy in ("PIL", "matplotlib", "urllib3", "wandb", "fsspec"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def parse_bool(text: str) -> bool:
-    """``true/false/1/0/yes/no`` -> bool (for flags like ``--cautious false``)."""
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def check_output(out: "Path", *, named: bool, force: bool, inputs: "Sequence[Path]" = (), flag: str = "-o") -> None:

@@ -15,6 +15,7 @@ import logging
 import time
 from typing import Any
 
+from lictrain.cli.config_file import add_config_flags
 from lictrain.cli.common import FriendlyParser, add_flag
 
 __all__ = ["add_parser", "run"]
@@ -30,6 +31,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="what training will see in DATASET (nothing decoded)")
     info.add_argument("dataset", metavar="DATASET", help="folder, file list (.txt) or prepared shards (folder or URL)")
     prep = sub.add_parser("prepare", help="write SRC's training photos as tar shards in OUT (a new folder)")
+    add_config_flags(prep)
     prep.add_argument("src", metavar="SRC", help="folder (CompressAI layout or flat) or file list")
     prep.add_argument("out", metavar="OUT", help="new folder for the shards, index.json and test/")
     add_flag(prep, "tile", type=int, metavar="PX",

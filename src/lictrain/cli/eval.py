@@ -15,6 +15,7 @@ import argparse
 import logging
 from typing import Any
 
+from lictrain.cli.config_file import add_config_flags
 from lictrain.cli.common import add_flag
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,7 @@ HELP = "evaluate checkpoints (and JPEG/WebP/AVIF anchors) with real bitstreams: 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("eval", help=HELP, description=HELP + ". Each checkpoint is one R-D point of one curve; "
                               "each anchor is a curve over a quality sweep. Writes <name>.json and <name>.csv per curve.")
+    add_config_flags(p)
     p.add_argument("checkpoints", nargs="*", metavar="CKPT",
                    help="checkpoint files, run directories (their best checkpoint; RUN:latest for the latest) or .safetensors files")
     add_flag(p, "dataset", "-d", metavar="DIR",

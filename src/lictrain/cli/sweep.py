@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from lictrain.cli.config_file import add_config_flags
 from lictrain.cli.common import add_flag
 from lictrain.errors import ConfigError
 
@@ -43,6 +44,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "sweep", help=HELP, argument_default=argparse.SUPPRESS,
         description=HELP + ". Each trial trains in OUT/<trial>/ with its run.json, metrics.jsonl and W&B run; "
                            "rerun the same command to resume.")
+    add_config_flags(p)
     g = p.add_argument_group("sweep")
     add_flag(g, "grid", nargs="+", action="extend", default=[], metavar="KEY=VALUES",
              help="searched parameters: key=v1,v2,... (a list) or key=low:high[:log] (a range, --optuna only); "

@@ -19,6 +19,7 @@ left to it.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import itertools
 import json
@@ -30,8 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from lictrain.config import TrainConfig
+from lictrain.config import BALANCED_SETTINGS, LOCAL_SETTINGS, NOT_SEARCHABLE, TrainConfig
 from lictrain.errors import ConfigError
+from lictrain.settings import parse_bool
 from lictrain.tracking.records import run_completed
 
 __all__ = ["ParamSpec", "parse_grid", "grid_combinations", "trial_name", "apply_params", "balanced_keys",
@@ -39,17 +41,10 @@ __all__ = ["ParamSpec", "parse_grid", "grid_combinations", "trial_name", "apply_
 
 log = logging.getLogger(__name__)
 
-#: flags a sweep sets per trial (or that make no sense to search)
-NOT_SEARCHABLE = ("save_path", "resume", "step_epochs")
-
 #: settings that only the balanced optimiser reads: searching one implies --use_balanced
-BALANCED_KEYS = ("gamma", "w_lr", "balanced_method", "balanced_update", "balanced_tasks", "cautious",
-                 "adaptive_gamma", "gamma_strategy", "gamma_final", "gamma_decay", "adaptive_window",
-                 "adaptive_threshold")
-
+BALANCED_KEYS = BALANCED_SETTINGS
 #: config keys that may differ between the workers or sessions of one sweep
-RESUME_FREE = ("device", "num_workers", "wandb_mode", "wandb_project", "save_path", "resume", "dataset",
-               "final_eval")
+RESUME_FREE = LOCAL_SETTINGS
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
@@ -117,8 +112,6 @@ def _value(kind: str, text: str, key: str) -> Any:
     text = text.strip()
     try:
         if kind == "bool":
-            from lictrain.cli.common import parse_bool
-
             return parse_bool(text)
         if kind == "int":
             return int(text)
@@ -127,7 +120,7 @@ def _value(kind: str, text: str, key: str) -> Any:
             if not math.isfinite(value):
                 raise ValueError(text)
             return value
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, argparse.ArgumentTypeError) as exc:
         raise ConfigError(f"--grid {key}: {text!r} is not a valid {kind}") from exc
     if not text:
         raise ConfigError(f"--grid {key}: empty value")
