@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +18,10 @@ from lictrain.schedules.gamma_settings import (DEFAULT_GAMMA_DECAY, DEFAULT_STEP
                                                DEFAULT_WINDOW_SIZE)
 from lictrain.schedules.gamma_settings import STRATEGIES as GAMMA_STRATEGIES
 from lictrain.schedules.lr import LR_SCHEDULES, check_length_plan, parse_length_plan
-from lictrain.settings import (check_choice, config_error_as_type_error, is_real, optional, parse_batch_size,
-                               parse_bool, parse_names, parse_pair, parse_workers, positive_float, positive_int,
-                               real_in, setting, setting_of, whole_at_least)
+from lictrain.settings import (check_choice, check_device, check_gamma_scales, check_lr_groups, check_seed,
+                               check_step_epochs, check_unfreeze, config_error_as_type_error, optional,
+                               parse_batch_size, parse_bool, parse_names, parse_pair, parse_workers, positive_float,
+                               positive_int, real_in, setting, setting_of, whole_at_least)
 
 PRECISIONS = ("fp32", "bf16")
 WANDB_MODES = ("offline", "online", "disabled")
@@ -44,40 +44,6 @@ DEFAULT_BUDGET_MINUTES = 6.0
 SHORT_BUDGET_LR = 2e-3
 #: default LR of every other run (an --epochs run, or multistep/plateau): CompressAI's and HPCM's
 CONVENTIONAL_LR = 1e-4
-
-
-# -- the checks of single settings that need more than a type and a range ---------------------------
-def check_seed(name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
-        raise ConfigError(f"--seed must be a whole number from 0 to 2**63-1, got {value}")
-
-
-def check_device(name: str, value: Any) -> None:
-    if not (value in ("auto", "cpu", "cuda") or (isinstance(value, str) and re.fullmatch(r"cuda:\d+", value))):
-        raise ConfigError(f"--device must be one of auto, cpu, cuda, cuda:N; got {value!r}")
-
-
-def check_lr_groups(name: str, value: Any) -> None:
-    bad = not isinstance(value, dict) or not value or any(not (is_real(v) and v >= 0) for v in value.values())
-    if bad:
-        raise ConfigError(f"--lr-groups takes GROUP=LR pairs with LR >= 0, such as g_a=1e-5 context=5e-5; got {value}")
-
-
-def check_unfreeze(name: str, value: Any) -> None:
-    if not isinstance(value, list) or not value or len(set(value)) != len(value):
-        raise ConfigError(f"--unfreeze takes distinct module groups in unfreezing order, such as "
-                          f"entropy,context,g_s,g_a; got {value}")
-
-
-def check_gamma_scales(name: str, value: Any) -> None:
-    bad = {k: v for k, v in dict(value).items() if not (is_real(v) and v > 0)}
-    if bad:
-        raise ConfigError(f"--gamma-scale values must be positive numbers, got {bad}")
-
-
-def check_step_epochs(name: str, value: Any) -> None:
-    if not isinstance(value, list) or any(not isinstance(e, int) or e < 0 for e in value):
-        raise ConfigError(f"--step_epochs must be non-negative epochs, got {value}")
 
 
 @dataclass

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -147,6 +148,40 @@ def check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:
         raise ConfigError(f"{_flag(name)} must be one of {', '.join(map(str, choices))}; got {value!r}")
 
 
+# -- the checks of single settings that need more than a type and a range ---------------------------
+def check_seed(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
+        raise ConfigError(f"--seed must be a whole number from 0 to 2**63-1, got {value}")
+
+
+def check_device(name: str, value: Any) -> None:
+    if not (value in ("auto", "cpu", "cuda") or (isinstance(value, str) and re.fullmatch(r"cuda:\d+", value))):
+        raise ConfigError(f"--device must be one of auto, cpu, cuda, cuda:N; got {value!r}")
+
+
+def check_lr_groups(name: str, value: Any) -> None:
+    bad = not isinstance(value, dict) or not value or any(not (is_real(v) and v >= 0) for v in value.values())
+    if bad:
+        raise ConfigError(f"--lr-groups takes GROUP=LR pairs with LR >= 0, such as g_a=1e-5 context=5e-5; got {value}")
+
+
+def check_unfreeze(name: str, value: Any) -> None:
+    if not isinstance(value, list) or not value or len(set(value)) != len(value):
+        raise ConfigError(f"--unfreeze takes distinct module groups in unfreezing order, such as "
+                          f"entropy,context,g_s,g_a; got {value}")
+
+
+def check_gamma_scales(name: str, value: Any) -> None:
+    bad = {k: v for k, v in dict(value).items() if not (is_real(v) and v > 0)}
+    if bad:
+        raise ConfigError(f"--gamma-scale values must be positive numbers, got {bad}")
+
+
+def check_step_epochs(name: str, value: Any) -> None:
+    if not isinstance(value, list) or any(not isinstance(e, int) or e < 0 for e in value):
+        raise ConfigError(f"--step_epochs must be non-negative epochs, got {value}")
+
+
 # -- parsers (argparse types; also applied to strings from config files) --------------------------
 def parse_bool(text: str) -> bool:
     """``true/false/1/0/yes/no`` -> bool (for flags like ``--cautious false``)."""
@@ -156,6 +191,17 @@ def parse_bool(text: str) -> bool:
     if value in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def parse_positive_int(text: str) -> int:
+    """A whole number > 0 (``--max-pixels``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
 
 
 def parse_workers(text: str) -> int | None:

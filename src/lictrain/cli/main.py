@@ -12,6 +12,7 @@ import warnings
 
 from lictrain.cli.common import FriendlyParser, setup_logging
 from lictrain.errors import LictrainError
+from lictrain.settings import parse_positive_int
 
 #: subcommand -> module in lictrain.cli exposing add_parser(subparsers) and run(args) -> int
 SUBCOMMANDS = {
@@ -38,23 +39,11 @@ def _version() -> str:
         return "unknown"
 
 
-def _positive_int(text: str) -> int:
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
 def build_parser() -> FriendlyParser:
     parser = FriendlyParser(prog="lictrain", description="Train and evaluate learned image codecs with balanced R-D optimisation.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--version", action="version", version=f"lictrain {_version()}")
-    parser.add_argument("--max-pixels", "--max_pixels", dest="max_pixels", type=_positive_int, metavar="N",
+    parser.add_argument("--max-pixels", "--max_pixels", dest="max_pixels", type=parse_positive_int, metavar="N",
                         help="largest image (or .lic image size) any command decodes, in pixels (default 40000000; "
                              "also LICTRAIN_MAX_PIXELS)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=FriendlyParser)

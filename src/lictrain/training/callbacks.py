@@ -13,19 +13,30 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from lictrain.evaluation.metrics import ms_ssim_db
-from lictrain.schedules.lr import LengthPlan, format_length_plan, length_at
+from lictrain.schedules.lr import LengthPlan, LRSchedule, format_length_plan, length_at
 from lictrain.training.budget import BudgetClock, BudgetPlan
-from lictrain.training.distributed import gather_objects
+from lictrain.training.distributed import DistInfo, gather_objects
+from lictrain.training.outputs import RunOutputs
 from lictrain.training.param_groups import Unfreezer
+from lictrain.training.progress import Progress
 from lictrain.training.selection import BestMetric, EarlyStopping, JpegReference
 from lictrain.training.step_log import StepLog
 from lictrain.training.steps import StepOutcome
 
-if TYPE_CHECKING:  # annotations only: the run imports this module
-    from lictrain.training.run import Run
+
+
+class RunView(Protocol):
+    """What a callback reads and changes of the run (:class:`lictrain.training.run.Run` has it; a
+    protocol, so that this module needs nothing of the module that calls it)."""
+
+    progress: Progress
+    lr: LRSchedule
+    outputs: RunOutputs
+    dist: DistInfo
+    train_loader: Any
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +46,13 @@ class Callback:
 
     name = "callback"
 
-    def on_epoch_start(self, run: Run) -> None:
+    def on_epoch_start(self, run: RunView) -> None:
         pass
 
-    def on_step(self, run: Run, outcome: StepOutcome) -> bool:
+    def on_step(self, run: RunView, outcome: StepOutcome) -> bool:
         return False
 
-    def on_epoch_end(self, run: Run, metrics: dict[str, Any]) -> None:
+    def on_epoch_end(self, run: RunView, metrics: dict[str, Any]) -> None:
         pass
 
     def state_dict(self) -> dict[str, Any]:
@@ -57,14 +68,14 @@ class Callbacks:
     def __init__(self, callbacks: list[Callback]) -> None:
         self.items = callbacks
 
-    def on_epoch_start(self, run: Run) -> None:
+    def on_epoch_start(self, run: RunView) -> None:
         for c in self.items:
             c.on_epoch_start(run)
 
-    def on_step(self, run: Run, outcome: StepOutcome) -> bool:
+    def on_step(self, run: RunView, outcome: StepOutcome) -> bool:
         return any([c.on_step(run, outcome) for c in self.items])  # a list: every callback sees the step
 
-    def on_epoch_end(self, run: Run, metrics: dict[str, Any]) -> None:
+    def on_epoch_end(self, run: RunView, metrics: dict[str, Any]) -> None:
         for c in self.items:
             c.on_epoch_end(run, metrics)
 
@@ -87,7 +98,7 @@ class Selection(Callback):
         self.value = math.nan
         self.stop_now = False
 
-    def on_epoch_end(self, run: Run, metrics: dict[str, Any]) -> None:
+    def on_epoch_end(self, run: RunView, metrics: dict[str, Any]) -> None:
         if self.reference is not None:
             quality = ms_ssim_db(metrics["ms_ssim"]) if self.metric == "ms-ssim" else metrics["psnr"]
             metrics["rd_gain"] = self.reference.gain(metrics["bpp"], quality)
@@ -120,11 +131,11 @@ class Budget(Callback):
         self.history: LengthPlan = [[0, plan.total_steps]]  # where the LR's length changed: --lr-plan replays it
         self.warned_slow = False
 
-    def _record(self, run: Run, step: int, total: int) -> None:
+    def _record(self, run: RunView, step: int, total: int) -> None:
         self.history.append([step, total])
         run.outputs.note("lr_plan", format_length_plan(self.history))
 
-    def on_step(self, run: Run, outcome: StepOutcome) -> bool:
+    def on_step(self, run: RunView, outcome: StepOutcome) -> bool:
         p = run.progress
         late = self.clock.step_done(run.dist)
         if not late and p.step_limit is not None and p.global_step >= p.step_limit:
@@ -135,7 +146,7 @@ class Budget(Callback):
                                f"{p.steps_per_epoch} in epoch {p.epoch}")
         return late
 
-    def _grow(self, run: Run) -> bool:
+    def _grow(self, run: RunView) -> bool:
         """The planned steps are done early (the calibration ran in a burst of load): go on to the end
         of this epoch as far as the deadline allows, the LR schedule stretched with it."""
         p = run.progress
@@ -149,7 +160,7 @@ class Budget(Callback):
         self._record(run, p.global_step, p.step_limit)
         return True
 
-    def on_epoch_end(self, run: Run, metrics: dict[str, Any]) -> None:
+    def on_epoch_end(self, run: RunView, metrics: dict[str, Any]) -> None:
         p = run.progress
         if not p.epoch_done:
             return  # a cut epoch ends the run
@@ -171,7 +182,7 @@ class Budget(Callback):
         run.outputs.note("budget_steps", replanned)
 
 
-    def _name_slow_steps(self, run: Run) -> None:
+    def _name_slow_steps(self, run: RunView) -> None:
         """Say so once when the steps run far slower than the calibration measured: the plan was
         made for another machine state (other jobs, a loader stealing the training threads)."""
         pace, calibrated = self.clock.pace, self.plan.step_seconds
@@ -194,7 +205,7 @@ class StepLimit(Callback):
     def __init__(self, steps: int, plan: LengthPlan | None) -> None:
         self.steps, self.plan = steps, plan
 
-    def _follow_plan(self, run: Run) -> None:
+    def _follow_plan(self, run: RunView) -> None:
         p = run.progress
         if self.plan is None:
             return
@@ -203,10 +214,10 @@ class StepLimit(Callback):
             p.epochs, p.step_limit = max(1, math.ceil(total / p.steps_per_epoch)), total
             run.lr.set_length(p.epochs, total)
 
-    def on_epoch_start(self, run: Run) -> None:
+    def on_epoch_start(self, run: RunView) -> None:
         self._follow_plan(run)  # also where a resumed run picks the length of the step it continues from
 
-    def on_step(self, run: Run, outcome: StepOutcome) -> bool:
+    def on_step(self, run: RunView, outcome: StepOutcome) -> bool:
         self._follow_plan(run)
         p = run.progress
         if p.global_step < self.steps:
@@ -223,11 +234,11 @@ class StepRows(Callback):
     def __init__(self, log_every: StepLog) -> None:
         self.log = log_every
 
-    def on_step(self, run: Run, outcome: StepOutcome) -> bool:
+    def on_step(self, run: RunView, outcome: StepOutcome) -> bool:
         self.log.record(run.progress.global_step, run.progress.epoch, outcome)
         return False
 
-    def on_epoch_end(self, run: Run, metrics: dict[str, Any]) -> None:
+    def on_epoch_end(self, run: RunView, metrics: dict[str, Any]) -> None:
         self.log.flush(run.progress.global_step, run.progress.epoch)
 
 
@@ -239,5 +250,5 @@ class Unfreeze(Callback):
     def __init__(self, unfreezer: Unfreezer) -> None:
         self.unfreezer = unfreezer
 
-    def on_epoch_start(self, run: Run) -> None:
+    def on_epoch_start(self, run: RunView) -> None:
         self.unfreezer.apply(run.progress.epoch)
