@@ -204,7 +204,7 @@ def main() -> int:
         cold = subprocess.run(
             [sys.executable, "-c", "import time, sys; t0 = time.perf_counter(); "
              "from lictrain.analysis.analyzer import HyperparameterAnalyzer; t1 = time.perf_counter(); "
-             "from lictrain.analysis.readers import _proto; _proto(); t2 = time.perf_counter(); "
+             "from lictrain.analysis.readers import proto; proto(); t2 = time.perf_counter(); "
              "df = HyperparameterAnalyzer(sys.argv[1]).load_results(); t3 = time.perf_counter(); "
              "print(f'{t1 - t0:.3f} {t2 - t1:.3f} {t3 - t2:.3f} {len(df)}')", str(root)],
             capture_output=True, text=True, check=True,

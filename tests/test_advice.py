@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lictrain.config import TrainConfig
-from lictrain.training.advice import GPU_STEP_SECONDS, advice_text, late_slope, psnr_by_minute
+from lictrain.training.advice import GPU_STEP_SECONDS, advice_text, late_slope, read_run, timeline
 
 
 def fake_run(run_dir: Path, psnrs: list[float], epoch_seconds: float = 30.0) -> Path:
@@ -23,7 +23,8 @@ def fake_run(run_dir: Path, psnrs: list[float], epoch_seconds: float = 30.0) -> 
 
 
 def test_minutes_count_the_calibration_and_every_epoch(tmp_path: Path) -> None:
-    points = psnr_by_minute(fake_run(tmp_path / "r", [10.0, 12.0, 13.0]))
+    run = fake_run(tmp_path / "r", [10.0, 12.0, 13.0])
+    points = [(minutes, row["psnr"]) for minutes, row in timeline(*read_run(run))]
     assert [m for m, _ in points] == pytest.approx([0.6, 1.1, 1.6])
     assert [p for _, p in points] == [10.0, 12.0, 13.0]
 

@@ -21,8 +21,8 @@ import pandas as pd
 import pytest
 
 from lictrain.analysis.analyzer import HyperparameterAnalyzer, bd_rate_table, pareto_table, rd_table
-from lictrain.analysis.readers import (_record_type, encode_wandb_log, iter_wandb_log, read_wandb_offline,
-                                       read_wandb_synced, scan_runs)
+from lictrain.analysis.readers import (encode_wandb_log, iter_wandb_log, read_wandb_offline, read_wandb_synced,
+                                       record_type, scan_runs)
 from lictrain.checkpoint.lock import LOCK_NAME, RunDirLock
 from lictrain.cli.main import main
 from lictrain.errors import DataError
@@ -139,7 +139,7 @@ def test_corrupt_and_truncated_logs_warn_and_the_rest_is_read(wandb_runs: Path, 
     cut.parent.mkdir(parents=True)
     cut.write_bytes(renamed(data, "goodrun1", "cutrun01")[: len(data) // 2])
     payloads = list(iter_wandb_log(renamed(data, "goodrun1", "fliprun1")))
-    last_summary = max(k for k, p in enumerate(payloads) if _record_type(p)[0] == 3)
+    last_summary = max(k for k, p in enumerate(payloads) if record_type(p)[0] == 3)
     flipped = bytearray(encode_wandb_log(payloads))
     flipped[len(encode_wandb_log(payloads[:last_summary])) + 7 + 4] ^= 0xFF  # damage the last summary record
     damaged = root / "flip" / "wandb" / "offline-run-20250101_000000-fliprun1" / "run-fliprun1.wandb"

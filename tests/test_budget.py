@@ -13,7 +13,7 @@ from lictrain.config import DEFAULT_BUDGET_MINUTES, TrainConfig
 from lictrain.errors import ConfigError
 from lictrain.schedules.lr import FINAL_LR_FACTOR
 from lictrain.tracking.records import read_metrics
-from lictrain.training.budget import BudgetClock, BudgetPlan, plan_epochs, plan_steps
+from lictrain.training.budget import BudgetClock, BudgetPlan, plan_steps
 from lictrain.training.fit import fit
 
 
@@ -58,13 +58,6 @@ def test_clock_replans_steps_from_the_recent_pace() -> None:
     assert fixed.replan_steps(10, 50, 10) == 50
 
 
-def test_plan_epochs_floors_with_a_minimum_of_one_and_a_cap() -> None:
-    assert plan_epochs(100.0, 30.0) == 3
-    assert plan_epochs(10.0, 30.0) == 1
-    assert plan_epochs(-5.0, 30.0) == 1  # calibration already ate the budget: still train one epoch
-    assert plan_epochs(1000.0, 30.0, max_epochs=4) == 4
-
-
 def test_plan_epoch_seconds_add_steps_test_and_checkpoint() -> None:
     plan = BudgetPlan(budget_seconds=60, calibration_seconds=5, step_seconds=0.5, test_seconds=2.0,
                       checkpoint_seconds=0.5, steps_per_epoch=10, epochs=7)
@@ -73,24 +66,27 @@ def test_plan_epoch_seconds_add_steps_test_and_checkpoint() -> None:
     assert "7 epochs (70 steps)" in plan.describe()
 
 
-def test_clock_replans_from_the_pace_kept_so_far() -> None:
+def test_clock_replans_steps_from_the_pace_kept_so_far() -> None:
+    """The epoch-level re-plan's rules (ported from the removed ``BudgetClock.replan``), as
+    ``replan_steps`` applies them: epochs of 10 steps, no step timed, so the step pace is the
+    epoch pace over 10."""
     clock = BudgetClock(100.0, started=0.0)
-    assert clock.replan(done=1, planned=5, now=10.0) == 5  # nothing measured yet
+    assert clock.replan_steps(10, 50, 10, now=10.0) == 50  # nothing measured yet
     clock.record_epoch(20.0)
     clock.record_epoch(10.0)  # 15 s per epoch on average, the last one 10 s
-    assert clock.replan(done=2, planned=3, now=30.0) == 2 + 4  # 70 s left at 15 s: 4 more epochs (grows)
-    assert clock.replan(done=2, planned=5, now=90.0) == 2  # 10 s left: stop here
+    assert clock.replan_steps(20, 30, 10, now=30.0) == 20 + 40 + 6  # 70 s left: 4 epochs of 15 s + 6 steps (grows)
+    assert clock.replan_steps(20, 50, 10, now=99.0) == 20  # 1 s left: stop here
     slowed = BudgetClock(100.0, started=0.0)
     slowed.record_epoch(10.0)
     slowed.record_epoch(20.0)  # the pace halved: the last epoch's 20 s is believed, not the 15 s mean
-    assert slowed.replan(done=2, planned=6, now=30.0) == 2 + 3
+    assert slowed.replan_steps(20, 60, 10, now=30.0) == 20 + 30 + 5
     capped = BudgetClock(100.0, started=0.0, max_epochs=3)
     capped.record_epoch(10.0)
-    assert capped.replan(done=1, planned=3, now=10.0) == 3  # --epochs caps the plan
+    assert capped.replan_steps(10, 30, 10, now=10.0) == 30  # --epochs caps the plan
     fixed = BudgetClock(100.0, started=0.0, can_grow=False)
     fixed.record_epoch(10.0)
-    assert fixed.replan(done=1, planned=4, now=10.0) == 4  # a gamma schedule: shorten only
-    assert fixed.replan(done=1, planned=4, now=75.0) == 3
+    assert fixed.replan_steps(10, 40, 10, now=10.0) == 40  # a gamma schedule: shorten only
+    assert fixed.replan_steps(10, 40, 10, now=75.0) == 10 + 20 + 5
 
 
 def test_clock_cuts_the_epoch_so_that_test_and_checkpoint_end_by_the_deadline() -> None:

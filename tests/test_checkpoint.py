@@ -405,7 +405,7 @@ def test_gpu_state_is_copied_to_cpu(tmp_path):
 
 
 def test_background_failure_is_raised_at_next_call(tmp_path, monkeypatch):
-    real = manager_mod._atomic_write
+    real = manager_mod.atomic_write
     calls = {"n": 0}
 
     def failing(final, write, *, fsync):
@@ -414,7 +414,7 @@ def test_background_failure_is_raised_at_next_call(tmp_path, monkeypatch):
             raise OSError(28, "No space left on device")
         return real(final, write, fsync=fsync)
 
-    monkeypatch.setattr(manager_mod, "_atomic_write", failing)
+    monkeypatch.setattr(manager_mod, "atomic_write", failing)
     cm = CheckpointManager(tmp_path, keep_last_n=3, fsync=False)
     try:
         cm.save_checkpoint(0, _state(0), metric_value=1.0)
@@ -438,7 +438,7 @@ def test_wait_raises_background_failure(tmp_path, monkeypatch):
         raise PermissionError(13, "Permission denied")
 
     cm = CheckpointManager(tmp_path, fsync=False)
-    monkeypatch.setattr(manager_mod, "_atomic_write", boom)
+    monkeypatch.setattr(manager_mod, "atomic_write", boom)
     cm.save_checkpoint(0, _state(0))
     with pytest.raises(CheckpointError, match="(?i)permission denied"):
         cm.wait()

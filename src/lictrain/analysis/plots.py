@@ -1,6 +1,6 @@
 """Figures of the analysis tables: heatmaps, per-λ comparisons, RD curves, Pareto front, importance.
 
-Every function takes a table computed by :mod:`lictrain.analysis.analyzer` and a PNG path,
+Every function takes a table computed by :mod:`lictrain.analysis.tables` and a PNG path,
 draws with matplotlib's Agg canvas (no pyplot: no display, no global backend switch, safe in
 threads) and returns the path it wrote.
 """

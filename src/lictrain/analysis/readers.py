@@ -37,18 +37,21 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
+import threading
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 # The readers of each source live in their own modules; their names are re-exported here so that
 # ``from lictrain.analysis.readers import ...`` keeps working.
 from lictrain.analysis.run_data import (  # noqa: F401 (re-exported)
-    _RUN_DIR_RE, CorruptRunError, RunData, _clean_summary, _missing, _PartialRun, flatten)
+    RUN_DIR_RE, CorruptRunError, PartialRun, RunData, clean_summary, flatten, missing)
 from lictrain.analysis.wandb_log import (  # noqa: F401 (re-exported)
     BLOCK_SIZE, CHUNK, CONFIG, EXIT, FIRST, FULL, HEADER, HEADER_IDENT, HEADER_MAGIC, HEADER_VERSION, HISTORY, LAST,
-    MIDDLE, RUN, SUMMARY, _record_type, _split_log, _varint, encode_wandb_log, iter_wandb_log)
-from lictrain.analysis.wandb_offline import TAIL_RECORDS, _proto, _wandb_state, read_wandb_offline  # noqa: F401
+    MIDDLE, RUN, SUMMARY, encode_wandb_log, iter_wandb_log, record_type, split_log)
+from lictrain.analysis.wandb_offline import TAIL_RECORDS, proto, read_wandb_offline, wandb_state  # noqa: F401
 from lictrain.analysis.wandb_synced import read_wandb_synced
 from lictrain.errors import DataError
 from lictrain.tracking.records import effective_status, is_step_row, run_completed
@@ -124,7 +127,7 @@ def _walk(root: Path) -> _Found:
             continue
         names = {e.name for e in entries}
         base = os.path.basename(top)
-        match = _RUN_DIR_RE.match(base)
+        match = RUN_DIR_RE.match(base)
         if match:  # a W&B run folder: its .wandb log and/or files/, nothing deeper
             log_name = f"run-{match.group(2)}.wandb"
             if log_name in names:
@@ -171,10 +174,7 @@ def scan_runs(root: str | os.PathLike[str], history: bool = False, workers: int 
         workers = 1 if cpus <= 2 else min(cpus, 8)
     results: list[tuple[RunData | None, str | None]] = []
     if workers > 1 and len(jobs) >= PARALLEL_MIN_RUNS and _can_fork():
-        _proto()  # imported before the fork, so every worker has it for free
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
+        proto()  # imported before the fork, so every worker has it for free
         chunks = [jobs[i::workers] for i in range(workers)]
         try:
             with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
@@ -198,8 +198,6 @@ PARALLEL_MIN_RUNS = 200
 
 def _can_fork() -> bool:
     """Fork only where it is the platform's cheap default and no other thread could hold a lock."""
-    import threading
-
     return hasattr(os, "fork") and os.name == "posix" and threading.active_count() == 1
 
 
@@ -214,7 +212,7 @@ def _read_jobs(jobs: list[tuple[str, Path]], history: bool) -> list[tuple[RunDat
                 out.append((read_wandb_synced(path), None))
             else:
                 out.append((read_lictrain_run(path, history=history), None))
-        except _PartialRun as partial:
+        except PartialRun as partial:
             out.append((partial.run, f"{partial.damage}; kept the records before it"))
         except CorruptRunError as exc:
             out.append((None, f"{exc}; skipped"))

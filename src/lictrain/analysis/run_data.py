@@ -14,9 +14,10 @@ from typing import Any
 
 from lictrain.errors import DataError
 
-__all__ = ["RunData", "CorruptRunError", "flatten"]
+__all__ = ["RunData", "CorruptRunError", "PartialRun", "flatten", "clean_summary", "missing", "RUN_DIR_RE"]
 
-_RUN_DIR_RE = re.compile(r"^(?:offline-)?run-(\d{8}_\d{6})-([A-Za-z0-9]+)$")
+#: a W&B run folder: ``[offline-]run-<YYYYmmdd_HHMMSS>-<run id>``
+RUN_DIR_RE = re.compile(r"^(?:offline-)?run-(\d{8}_\d{6})-([A-Za-z0-9]+)$")
 
 
 class CorruptRunError(DataError):
@@ -44,7 +45,7 @@ class RunData:
         for key, value in other.config.items():
             self.config.setdefault(key, value)
         for key, value in other.summary.items():
-            if _missing(self.summary.get(key)):
+            if missing(self.summary.get(key)):
                 self.summary[key] = value
         self.run_id = self.run_id or other.run_id
         self.name = self.name or other.name
@@ -55,11 +56,12 @@ class RunData:
         self.source = "+".join(dict.fromkeys(self.source.split("+") + other.source.split("+")))
 
 
-def _missing(value: Any) -> bool:
+def missing(value: Any) -> bool:
+    """``None`` or NaN: no value."""
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-class _PartialRun(Exception):
+class PartialRun(Exception):
     """A run read up to a corrupt record: the good part and the damage, for :func:`scan_runs`."""
 
     def __init__(self, run: RunData, damage: CorruptRunError) -> None:
@@ -67,7 +69,7 @@ class _PartialRun(Exception):
         self.run, self.damage = run, damage
 
 
-def _clean_summary(summary: dict[str, Any]) -> dict[str, Any]:
+def clean_summary(summary: dict[str, Any]) -> dict[str, Any]:
     """Flat metrics without W&B's own ``_step``/``_runtime``/``_wandb`` keys."""
     return {k: v for k, v in flatten(summary).items() if not k.startswith("_")}
 

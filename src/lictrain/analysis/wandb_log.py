@@ -14,8 +14,9 @@ import zlib
 from typing import Iterable, Iterator
 
 from lictrain.analysis.run_data import CorruptRunError
+from lictrain.varint import decode_varint
 
-__all__ = ["iter_wandb_log", "encode_wandb_log"]
+__all__ = ["iter_wandb_log", "encode_wandb_log", "record_type", "split_log"]
 
 # -- the LevelDB-style log framing of a .wandb file -------------------------------------------
 HEADER_IDENT = b":W&B"
@@ -117,16 +118,16 @@ def encode_wandb_log(records: Iterable[bytes]) -> bytes:
     return bytes(out)
 
 
-def _record_type(payload: bytes) -> tuple[int, int, int]:
+def record_type(payload: bytes) -> tuple[int, int, int]:
     """(oneof field number, start, end) of a serialized Record's record_type, by peeking at tags."""
     pos, end = 0, len(payload)
     while pos < end:
-        tag, pos = _varint(payload, pos)
+        tag, pos = decode_varint(payload, pos)
         number, wire = tag >> 3, tag & 7
         if wire == 0:
-            _, pos = _varint(payload, pos)
+            _, pos = decode_varint(payload, pos)
         elif wire == 2:
-            length, pos = _varint(payload, pos)
+            length, pos = decode_varint(payload, pos)
             if number not in (16, 19, 200):  # control, uuid, _info: not the record type
                 return number, pos, pos + length
             pos += length
@@ -139,23 +140,12 @@ def _record_type(payload: bytes) -> tuple[int, int, int]:
     return 0, 0, 0
 
 
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7
-
-
-def _split_log(data: bytes, name: str, summaries: list[bytes], configs: list[bytes], runs: list[bytes],
+def split_log(data: bytes, name: str, summaries: list[bytes], configs: list[bytes], runs: list[bytes],
                exits: list[bytes], histories: list[bytes] | None) -> None:
     """Sort the bodies of the wanted records of a ``.wandb`` log into the lists, in order.
 
     The record type is read from the first tags of each FULL chunk without copying it; split
-    records (FIRST..LAST, over 32 KiB) are joined and peeked by :func:`_record_type`.
+    records (FIRST..LAST, over 32 KiB) are joined and peeked by :func:`record_type`.
     """
     targets = {SUMMARY: summaries, CONFIG: configs, RUN: runs, EXIT: exits}
     if histories is not None:
@@ -194,11 +184,11 @@ def _split_log(data: bytes, name: str, summaries: list[bytes], configs: list[byt
                 if body_length < 0x80:
                     target.append(data[i + 2:i + 2 + body_length])
                 else:
-                    body_length, body_start = _varint(data, i + 1)
+                    body_length, body_start = decode_varint(data, i + 1)
                     target.append(data[body_start:body_start + body_length])
                 continue
             chunk = data[start:stop]  # a longer ``num`` or a multi-byte tag first: general peek
-            number, body_start, body_stop = _record_type(chunk)
+            number, body_start, body_stop = record_type(chunk)
             target = get(number)
             if target is None:
                 continue
@@ -225,7 +215,7 @@ def _split_log(data: bytes, name: str, summaries: list[bytes], configs: list[byt
             if kind == LAST:
                 whole = b"".join(pending)
                 pending = None
-                number, body_start, body_stop = _record_type(whole)
+                number, body_start, body_stop = record_type(whole)
                 target = get(number)
                 if target is not None:
                     target.append(whole[body_start:body_stop])

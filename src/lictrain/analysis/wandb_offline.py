@@ -13,21 +13,22 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
 from typing import Any, Iterable
 
-from lictrain.analysis.run_data import (_RUN_DIR_RE, CorruptRunError, RunData, _clean_summary, _PartialRun,
-                                        flatten)
-from lictrain.analysis.wandb_log import CONFIG, EXIT, HISTORY, RUN, SUMMARY, _split_log, _varint
+from lictrain.analysis.run_data import RUN_DIR_RE, CorruptRunError, PartialRun, RunData, clean_summary, flatten
+from lictrain.analysis.wandb_log import CONFIG, EXIT, HISTORY, RUN, SUMMARY, split_log
 from lictrain.errors import DataError
+from lictrain.varint import decode_varint, encode_varint
 
-__all__ = ["read_wandb_offline"]
+__all__ = ["read_wandb_offline", "proto", "wandb_state", "TAIL_RECORDS"]
 
 _pb: Any = None
 
 
-def _proto() -> Any:
+def proto() -> Any:
     """wandb's protobuf module (imported on first use: importing wandb takes ~1 s)."""
     global _pb
     if _pb is None:
@@ -133,17 +134,8 @@ def _region(path: list[str], keyed: bool) -> bytes:
     out = b""
     for part in path:
         raw = part.encode()
-        out += tag + _encode_varint(len(raw)) + raw
+        out += tag + encode_varint(len(raw)) + raw
     return out
-
-
-def _encode_varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 _PATHS: dict[bytes, tuple[str, ...]] = {}
@@ -178,10 +170,33 @@ def _value_of(value: bytes) -> Any:
 def _region_path(region: bytes) -> tuple[str, ...]:
     parts, pos = [], 0
     while pos < len(region):
-        length, pos = _varint(region, pos + 1)
+        length, pos = decode_varint(region, pos + 1)
         parts.append(region[pos:pos + length].decode("utf-8", "replace"))
         pos += length
     return tuple(parts)
+
+
+@dataclass
+class _Records:
+    """The bodies of a log's wanted records, by type, in log order."""
+
+    summaries: list[bytes] = field(default_factory=list)
+    configs: list[bytes] = field(default_factory=list)
+    runs: list[bytes] = field(default_factory=list)
+    exits: list[bytes] = field(default_factory=list)
+    histories: list[bytes] | None = None  # None: history rows not wanted
+
+
+@dataclass
+class _Decoded:
+    """What the records said, filled in place (a bad record keeps what came before it)."""
+
+    config: dict[str, Any] = field(default_factory=dict)
+    raw: dict[bytes, bytes] = field(default_factory=dict)  # summary: key part wire bytes -> value_json bytes
+    run_id: str | None = None
+    display: str | None = None
+    exit_code: int | None = None
+    rows: list[dict[str, Any]] | None = None
 
 
 def read_wandb_offline(path: str | os.PathLike[str], history: bool = False, exact: bool = False) -> RunData:
@@ -198,82 +213,95 @@ def read_wandb_offline(path: str | os.PathLike[str], history: bool = False, exac
 
     Raises:
         CorruptRunError: When the file is not a W&B log or holds no run record.
-        _PartialRun: When a record part-way is corrupt: carries the run read up to it.
+        PartialRun: When a record part-way is corrupt: carries the run read up to it.
     """
     name = os.fspath(path)
-    try:
-        with open(name, "rb") as handle:
-            data = handle.read()
-    except OSError as exc:
-        raise CorruptRunError(f"{name}: cannot read ({exc.strerror})") from exc
-    pb = _proto()
-    summaries: list[bytes] = []
-    configs: list[bytes] = []
-    runs: list[bytes] = []
-    exits: list[bytes] = []
-    histories: list[bytes] | None = [] if history else None
+    data = _read_bytes(name)
+    pb = proto()
+    records = _Records(histories=[] if history else None)
     damage: CorruptRunError | None = None
     try:
-        _split_log(data, name, summaries, configs, runs, exits, histories)
+        split_log(data, name, records.summaries, records.configs, records.runs, records.exits, records.histories)
     except CorruptRunError as exc:
         damage = exc
-    if not runs:
+    if not records.runs:
         raise damage or CorruptRunError(f"{name}: no run record (not a W&B run log?)")
-    config: dict[str, Any] = {}
-    raw: dict[bytes, bytes] = {}
-    run_id = display = None
-    exit_code = None
-    rows: list[dict[str, Any]] | None = None
+    decoded = _Decoded()
     try:
-        for body in runs:
-            msg = pb.RunRecord.FromString(body)
-            run_id = msg.run_id or run_id
-            display = msg.display_name or display
-            found = None if exact else _fast_items(msg.config.SerializeToString())  # same item layout
-            if found is not None:
-                _set_paths(config, _decode_raw(dict(found)))
-            else:
-                _apply_items(config, msg.config.update)
-            _fold_exact(raw, msg.summary)
-        for body in configs:
-            msg = pb.ConfigRecord.FromString(body)
-            _apply_items(config, msg.update)
-            _remove_items(config, msg.remove)
-        fast = not exact
-        if fast:  # drop ``_wandb.runtime`` + ``_runtime``-only records: W&B's own clock, dropped anyway
-            summaries = [b for b in summaries
-                         if not (b[2:19] == _RUNTIME_KEY and b.count(b"\x82\x01") == 2 and _RUNTIME_ALIAS in b)]
-        items = (_tail_items(summaries) or _fast_items(b"".join(summaries))) if fast else None
-        if items is not None:
-            raw.update(items)
-        else:
-            for body in summaries:
-                found = _fast_items(body) if fast else None
-                if found is not None:
-                    raw.update(found)
-                else:
-                    _fold_exact(raw, pb.SummaryRecord.FromString(body))
-        for body in exits:
-            exit_code = pb.RunExitRecord.FromString(body).exit_code
-        if histories is not None:
-            rows = []
-            for body in histories:
-                row: dict[str, Any] = {}
-                _apply_items(row, pb.HistoryRecord.FromString(body).item)
-                rows.append(row)
+        _decode_records(pb, records, decoded, exact)
     except Exception as exc:  # a protobuf DecodeError
         damage = damage or CorruptRunError(f"{name}: undecodable record ({type(exc).__name__}: {exc})")
-    summary = _decode_summary(raw, summaries)
-    parent = os.path.dirname(name)
-    match = _RUN_DIR_RE.match(os.path.basename(parent))
-    config.pop("_wandb", None)
-    run = RunData(run_id=run_id or (match.group(2) if match else None), path=Path(parent), source="wandb-offline",
-                  config=flatten(config), summary=_clean_summary(summary), name=display, exit_code=exit_code,
-                  history=rows, started=match.group(1) if match else None)
-    run.state, run.status = _wandb_state(exit_code)
+    run = _run_data(name, decoded, _decode_summary(decoded.raw, records.summaries))
     if damage is not None:
         run.status = f"{run.status}; {damage}"
-        raise _PartialRun(run, damage)
+        raise PartialRun(run, damage)
+    return run
+
+
+def _read_bytes(name: str) -> bytes:
+    try:
+        with open(name, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise CorruptRunError(f"{name}: cannot read ({exc.strerror})") from exc
+
+
+def _decode_records(pb: Any, records: _Records, out: _Decoded, exact: bool) -> None:
+    """Decode the run, config, summary, exit and (when wanted) history records into ``out``."""
+    for body in records.runs:
+        msg = pb.RunRecord.FromString(body)
+        out.run_id = msg.run_id or out.run_id
+        out.display = msg.display_name or out.display
+        found = None if exact else _fast_items(msg.config.SerializeToString())  # same item layout
+        if found is not None:
+            _set_paths(out.config, _decode_raw(dict(found)))
+        else:
+            _apply_items(out.config, msg.config.update)
+        _fold_exact(out.raw, msg.summary)
+    for body in records.configs:
+        msg = pb.ConfigRecord.FromString(body)
+        _apply_items(out.config, msg.update)
+        _remove_items(out.config, msg.remove)
+    _fold_summaries(pb, records, out.raw, exact)
+    for body in records.exits:
+        out.exit_code = pb.RunExitRecord.FromString(body).exit_code
+    if records.histories is not None:
+        out.rows = []
+        for body in records.histories:
+            row: dict[str, Any] = {}
+            _apply_items(row, pb.HistoryRecord.FromString(body).item)
+            out.rows.append(row)
+
+
+def _fold_summaries(pb: Any, records: _Records, raw: dict[bytes, bytes], exact: bool) -> None:
+    """Fold the summary records into ``raw``: the fast regex path where it is exact, else protobuf."""
+    fast = not exact
+    if fast:  # drop ``_wandb.runtime`` + ``_runtime``-only records: W&B's own clock, dropped anyway
+        records.summaries = [b for b in records.summaries
+                             if not (b[2:19] == _RUNTIME_KEY and b.count(b"\x82\x01") == 2 and _RUNTIME_ALIAS in b)]
+    summaries = records.summaries
+    items = (_tail_items(summaries) or _fast_items(b"".join(summaries))) if fast else None
+    if items is not None:
+        raw.update(items)
+        return
+    for body in summaries:
+        found = _fast_items(body) if fast else None
+        if found is not None:
+            raw.update(found)
+        else:
+            _fold_exact(raw, pb.SummaryRecord.FromString(body))
+
+
+def _run_data(name: str, decoded: _Decoded, summary: dict[str, Any]) -> RunData:
+    """The :class:`RunData` of the log ``name``; the run id and start time fall back on its folder's name."""
+    parent = os.path.dirname(name)
+    match = RUN_DIR_RE.match(os.path.basename(parent))
+    decoded.config.pop("_wandb", None)
+    run = RunData(run_id=decoded.run_id or (match.group(2) if match else None), path=Path(parent),
+                  source="wandb-offline", config=flatten(decoded.config), summary=clean_summary(summary),
+                  name=decoded.display, exit_code=decoded.exit_code, history=decoded.rows,
+                  started=match.group(1) if match else None)
+    run.state, run.status = wandb_state(decoded.exit_code)
     return run
 
 
@@ -339,7 +367,8 @@ def _decode_summary(raw: dict[bytes, bytes], bodies: list[bytes]) -> dict[str, A
     return out
 
 
-def _wandb_state(exit_code: int | None) -> tuple[str, str]:
+def wandb_state(exit_code: int | None) -> tuple[str, str]:
+    """``(state, status)`` of a W&B run from its exit code (``None``: no exit record, still running)."""
     if exit_code is None:
         return "running", "running (no exit record)"
     if exit_code == 0:

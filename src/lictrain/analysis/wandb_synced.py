@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lictrain.analysis.run_data import _RUN_DIR_RE, CorruptRunError, RunData, _clean_summary, flatten
+from lictrain.analysis.run_data import RUN_DIR_RE, CorruptRunError, RunData, clean_summary, flatten
 
 __all__ = ["read_wandb_synced"]
 
@@ -48,7 +48,7 @@ def read_wandb_synced(run_dir: str | os.PathLike[str]) -> RunData:
             raise CorruptRunError(f"{summary_file}: unreadable ({exc})") from exc
         if not isinstance(summary, dict):
             raise CorruptRunError(f"{summary_file}: not a JSON object")
-    match = _RUN_DIR_RE.match(run_dir.name)
+    match = RUN_DIR_RE.match(run_dir.name)
     return RunData(run_id=match.group(2) if match else run_dir.name, path=run_dir, source="wandb-synced",
-                   config=flatten(config), summary=_clean_summary(summary), state="finished", status="synced",
+                   config=flatten(config), summary=clean_summary(summary), state="finished", status="synced",
                    started=match.group(1) if match else None)

@@ -24,7 +24,7 @@ _RESERVED_KEYS = frozenset(
 )
 
 
-def _check_settings(keep_last_n: Any, keep_best: Any, metric: Any) -> None:
+def check_settings(keep_last_n: Any, keep_best: Any, metric: Any) -> None:
     """Check the retention settings of a manager.
 
     Raises:
@@ -41,7 +41,7 @@ def _check_settings(keep_last_n: Any, keep_best: Any, metric: Any) -> None:
         raise ConfigError(f"metric must be a non-empty name such as 'loss', got {metric!r}")
 
 
-def _save_arguments(
+def save_arguments(
     epoch: Any, metric_value: Any, is_best: bool | None, extra: Mapping[str, Any], metric: str
 ) -> tuple[int, float | None, bool, bool]:
     """Check ``save_checkpoint``'s arguments; warn about a metric that cannot be ranked.

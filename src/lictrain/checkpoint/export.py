@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from lictrain.checkpoint.manager import _atomic_write
+from lictrain.checkpoint.io import atomic_write
 from lictrain.checkpoint.weights import load_weights
 from lictrain.errors import CheckpointError
 
@@ -71,7 +71,7 @@ def export_safetensors(
         raise CheckpointError(f"--out {out} is a directory; give a file name such as model.safetensors")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(out, lambda f: f.write(data), fsync=True)
+        atomic_write(out, lambda f: f.write(data), fsync=True)
     except OSError as exc:
         raise CheckpointError(f"cannot write {out}: {exc}; choose a writable path") from exc
     return out

@@ -3,9 +3,12 @@
 * **Crash safety.** :func:`atomic_write` writes to a temporary in the target's directory,
   flushes, fsyncs, renames it into place (``os.replace``) and fsyncs the directory, so
   ``kill -9`` at any moment leaves either the old file or the new one, never half of one.
-  Temporaries left by a crash (``.tmp-lictrain-*``) are swept by :func:`_sweep_temporaries`.
+  Temporaries left by a crash (``.tmp-lictrain-*``) are swept by :func:`sweep_temporaries`.
 * **Safe loading.** Always ``torch.load(..., weights_only=True)``, after every entry of the
   zip archive has been checked against its CRC32 (:mod:`lictrain.checkpoint.integrity`).
+
+One file at a time: which file a run directory means is :mod:`lictrain.checkpoint.locate`'s
+concern (it reads the tracking file, which reads checkpoints with this module).
 """
 
 from __future__ import annotations
@@ -32,17 +35,19 @@ TMP_PREFIX = ".tmp-lictrain-"
 # --------------------------------------------------------------------------- loading
 
 
-def load_checkpoint(
+def load_checkpoint_file(
     path: str | os.PathLike[str], map_location: Any = "cpu", *, mmap: bool = False
 ) -> dict[str, Any]:
-    """Load a checkpoint safely (``weights_only=True``); a directory means its latest.
+    """Load one checkpoint file safely (``weights_only=True``).
+
+    :func:`lictrain.checkpoint.locate.load_checkpoint` also accepts a run directory.
 
     The file's CRC32s are checked first (one sequential read), with ``mmap`` too: bytes that
     changed on disk raise instead of loading as garbage weights. Legacy (non-zip) torch files
     carry no checksums and are loaded unchecked.
 
     Args:
-        path: A checkpoint file, or a run directory (its latest checkpoint is loaded).
+        path: A checkpoint file.
         map_location: Passed to :func:`torch.load` (default ``"cpu"``).
         mmap: Memory-map the tensors instead of reading them (zip-format files only).
 
@@ -55,8 +60,6 @@ def load_checkpoint(
             a dict, or needs arbitrary Python objects to load (refused, never executed).
     """
     p = Path(path).expanduser()
-    if p.is_dir():
-        p = resolve_checkpoint(p)
     if not p.is_file():
         raise CheckpointError(
             f"checkpoint {p} does not exist; pass an existing checkpoint file or a run directory"
@@ -104,41 +107,6 @@ def _first_line(text: str, limit: int = 160) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
-def resolve_checkpoint(path_or_dir: str | os.PathLike[str]) -> Path:
-    """The checkpoint file ``path_or_dir`` names: the file itself, or a directory's latest.
-
-    A directory's latest is the most recently *saved* checkpoint (not the highest epoch),
-    read from its tracking file plus any checkpoint files the tracking file misses. Nothing is
-    written or deleted, and the directory need not be unlocked.
-
-    Raises:
-        CheckpointError: If the path does not exist or the directory holds no checkpoint.
-    """
-    # Imported here: the tracking module reads checkpoints with load_checkpoint (above).
-    from lictrain.checkpoint.tracking import _order_key, _scan_directory
-
-    p = Path(path_or_dir).expanduser()
-    if p.is_file():
-        return p
-    if p.is_dir():
-        records, _ = _scan_directory(p, quiet=True)
-        if records:
-            latest = max(records.values(), key=_order_key)
-            return p / latest.name
-        if (p / "run.json").is_file():  # a run that stopped before its first checkpoint
-            raise CheckpointError(
-                f"{p} holds a run that stopped before saving its first checkpoint: there is nothing to resume; "
-                f"start it again in the same folder with --save-path {p} --auto-resume"
-            )
-        raise CheckpointError(
-            f"no lictrain checkpoint (checkpoint_epoch*.pt) in {p}; pass a checkpoint file or "
-            "the save directory of a run that saved one"
-        )
-    raise CheckpointError(
-        f"checkpoint {p} does not exist; pass a checkpoint file or a run directory"
-    )
-
-
 # --------------------------------------------------------------------------- file writes
 
 
@@ -175,11 +143,7 @@ def atomic_write(final: Path, write: Callable[[Any], None], *, fsync: bool) -> N
         _fsync_dir(final.parent)
 
 
-# The name the checkpoint package's modules (manager, export) and their tests use.
-_atomic_write = atomic_write
-
-
-def _sweep_temporaries(save_dir: Path) -> None:
+def sweep_temporaries(save_dir: Path) -> None:
     """Remove the temporaries of writes a crash interrupted (``.tmp-lictrain-*``)."""
     swept = 0
     for e in os.scandir(save_dir):
@@ -193,14 +157,15 @@ def _sweep_temporaries(save_dir: Path) -> None:
         log.info("removed %d stale temporary file(s) from %s", swept, save_dir)
 
 
-def _same_dir(a: Path, b: Path) -> bool:
+def same_dir(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` resolve to the same directory (``False`` if either cannot)."""
     try:
         return a.resolve() == b.resolve()
     except OSError:
         return False
 
 
-def _make_save_dir(save_dir: Path) -> None:
+def make_save_dir(save_dir: Path) -> None:
     """Create the checkpoint directory ``save_dir`` (and its parents) if missing.
 
     Raises:

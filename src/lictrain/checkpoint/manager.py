@@ -30,8 +30,9 @@ Rules (see ``docs/checkpoints.md``):
   flush pending writes; a failed write is raised as :class:`CheckpointError` by the next call.
 * **Safe loading.** Always ``torch.load(..., weights_only=True)``.
 
-The pieces live beside this module: ``io`` (atomic writes, fsync, safe loading),
-``tracking`` (records, the tracking file, directory scans), ``snapshot`` (the copy to CPU),
+The pieces live beside this module: ``io`` (atomic writes, fsync, safe loading of a file),
+``locate`` (which file a run directory means), ``tracking`` (records, the tracking file,
+directory scans), ``retention`` (the last N / best M rule), ``snapshot`` (the copy to CPU),
 ``writer`` (the background thread) and ``arguments`` (argument checks).
 """
 
@@ -46,35 +47,26 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from lictrain.checkpoint.arguments import _check_settings, _save_arguments
-from lictrain.checkpoint.io import (
-    _atomic_write,
-    _make_save_dir,
-    _same_dir,
-    _sweep_temporaries,
-    load_checkpoint,
-    resolve_checkpoint,
-)
+from lictrain.checkpoint.arguments import check_settings, save_arguments
+from lictrain.checkpoint.io import atomic_write, make_save_dir, same_dir, sweep_temporaries
+from lictrain.checkpoint.locate import load_checkpoint, resolve_checkpoint
 from lictrain.checkpoint.lock import RunDirLock
-from lictrain.checkpoint.snapshot import _BufferPool, _snapshot_payload, _weights_only_payload
+from lictrain.checkpoint.retention import RetentionPolicy, shrink_to_weights
+from lictrain.checkpoint.snapshot import BufferPool, snapshot_payload
 from lictrain.checkpoint.tracking import (
     CHECKPOINT_PATTERN,
     FORMAT_VERSION,
     KIND_FULL,
-    KIND_WEIGHTS,
     TRACKING_FILE,
-    _check_tracking_settings,
-    _delete_checkpoint,
-    _int_or,
-    _order_key,
-    _rank_best,
-    _Record,
-    _scan_directory,
-    _select_last,
-    _tracking_text,
+    Record,
+    check_tracking_settings,
     checkpoint_filename,
+    delete_checkpoint,
+    int_or,
+    order_key,
+    scan_directory,
 )
-from lictrain.checkpoint.writer import _BackgroundWriter, _write_error, save_payload
+from lictrain.checkpoint.writer import BackgroundWriter, save_payload, write_error
 from lictrain.errors import CheckpointError
 
 __all__ = [
@@ -87,6 +79,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
 
 class CheckpointManager:
     """Keep the last ``keep_last_n`` and the best ``keep_best`` checkpoints of a run.
@@ -128,7 +121,7 @@ class CheckpointManager:
         fsync: bool = True,
         reuse_buffers: bool = True,
     ) -> None:
-        _check_settings(keep_last_n, keep_best, metric)
+        check_settings(keep_last_n, keep_best, metric)
         self.save_dir = Path(save_dir).expanduser()
         self.keep_last_n = keep_last_n
         self.keep_best = keep_best
@@ -137,25 +130,25 @@ class CheckpointManager:
         self.async_save = bool(async_save)
         self.best_weights_only = bool(best_weights_only)
         self.fsync = bool(fsync)
-        self._pool = _BufferPool() if reuse_buffers else None
+        self._pool = BufferPool() if reuse_buffers else None
         self.tracking_file = self.save_dir / TRACKING_FILE
 
-        _make_save_dir(self.save_dir)
+        make_save_dir(self.save_dir)
 
         self._lock = RunDirLock(self.save_dir).acquire()
         self._state_lock = threading.RLock()
-        self._writer = _BackgroundWriter(
+        self._writer = BackgroundWriter(
             self._write, self._recycle, lambda record: self.save_dir / record.name
         )
         self._closed = False
         try:
-            _sweep_temporaries(self.save_dir)
-            self._records, tracking = _scan_directory(self.save_dir)
+            sweep_temporaries(self.save_dir)
+            self._records, tracking = scan_directory(self.save_dir)
             self._next_seq = max(
                 [r.seq + 1 for r in self._records.values()]
-                + [_int_or(tracking.get("next_seq"), 0)]
+                + [int_or(tracking.get("next_seq"), 0)]
             )
-            _check_tracking_settings(
+            check_tracking_settings(
                 tracking, self.save_dir, self.metric, self.higher_is_better, self.keep_last_n
             )
         except BaseException:
@@ -201,10 +194,10 @@ class CheckpointManager:
             raise CheckpointError(
                 f"CheckpointManager for {self.save_dir} is closed; create a new one to save"
             )
-        epoch, value, finite, eligible = _save_arguments(
+        epoch, value, finite, eligible = save_arguments(
             epoch, metric_value, is_best, extra, self.metric
         )
-        payload = _snapshot_payload(
+        payload = snapshot_payload(
             self._pool, epoch, model_state, optimizer_state, self.metric, value, extra
         )
 
@@ -218,7 +211,7 @@ class CheckpointManager:
             "kind": KIND_FULL,
             "saved_at": time.time(),
         }
-        record = _Record(
+        record = Record(
             name=checkpoint_filename(epoch),
             epoch=epoch,
             metric=value if finite else None,
@@ -235,7 +228,7 @@ class CheckpointManager:
             except CheckpointError:
                 raise
             except Exception as exc:
-                raise _write_error(path, exc) from exc
+                raise write_error(path, exc) from exc
             finally:
                 self._recycle(payload)
         return path
@@ -257,7 +250,7 @@ class CheckpointManager:
         with self._state_lock:
             if not self._records:
                 return None
-            return self.save_dir / max(self._records.values(), key=_order_key).name
+            return self.save_dir / max(self._records.values(), key=order_key).name
 
     @property
     def best_checkpoint(self) -> Path | None:
@@ -270,14 +263,14 @@ class CheckpointManager:
         """The kept recent checkpoints, oldest first (waits for pending saves)."""
         self.wait()
         with self._state_lock:
-            return [self.save_dir / r.name for r in self._last_records()]
+            return [self.save_dir / r.name for r in self._policy.last(self._records)]
 
     @property
     def best_checkpoints(self) -> list[Path]:
         """The kept best checkpoints, best first (waits for pending saves)."""
         self.wait()
         with self._state_lock:
-            return [self.save_dir / r.name for r in self._best_records()[: self.keep_best]]
+            return [self.save_dir / r.name for r in self._policy.best(self._records)]
 
     def load(
         self, path: str | os.PathLike[str] | None = None, map_location: Any = "cpu"
@@ -307,7 +300,7 @@ class CheckpointManager:
             return load_checkpoint(latest, map_location)
         p = Path(path).expanduser()
         if p.is_dir():
-            if _same_dir(p, self.save_dir):
+            if same_dir(p, self.save_dir):
                 return self.load(None, map_location)
             return load_checkpoint(resolve_checkpoint(p), map_location)
         if not p.exists() and not p.is_absolute() and (self.save_dir / p).is_file():
@@ -367,62 +360,30 @@ class CheckpointManager:
     def _raise_errors(self) -> None:
         self._writer.raise_errors()
 
-    def _write(self, payload: dict[str, Any], record: _Record) -> None:
+    @property
+    def _policy(self) -> RetentionPolicy:
+        # Built on demand from the public attributes, which callers may still change.
+        return RetentionPolicy(self.keep_last_n, self.keep_best, self.metric, self.higher_is_better)
+
+    def _write(self, payload: dict[str, Any], record: Record) -> None:
         """Write one checkpoint durably, then the tracking file, then apply retention."""
         final = self.save_dir / record.name
-        _atomic_write(final, lambda f: save_payload(payload, f), fsync=self.fsync)
+        atomic_write(final, lambda f: save_payload(payload, f), fsync=self.fsync)
         record.stamp(final)
         with self._state_lock:
             self._records[record.name] = record
-            keep, drop = self._retention()
+            policy = self._policy
+            keep, drop = policy.split(self._records)
             if self.best_weights_only:
-                last = {r.name for r in self._last_records()}
+                last = {r.name for r in policy.last(self._records)}
                 for r in keep:
                     if r.kind == KIND_FULL and r.name not in last:
-                        self._convert_to_weights(r)
+                        shrink_to_weights(self.save_dir, r, fsync=self.fsync)
             for r in drop:
                 del self._records[r.name]
-            self._write_tracking()
+            text = policy.tracking_text(self._records, self._next_seq)
+            atomic_write(
+                self.tracking_file, lambda f: f.write(text.encode("utf-8")), fsync=self.fsync
+            )
         for r in drop:
-            _delete_checkpoint(self.save_dir, r.name)
-
-    def _last_records(self) -> list[_Record]:
-        return _select_last(self._records, self.keep_last_n)
-
-    def _best_records(self) -> list[_Record]:
-        return _rank_best(self._records, self.metric, self.higher_is_better)
-
-    def _retention(self) -> tuple[list[_Record], list[_Record]]:
-        keep_names = {r.name for r in self._last_records()}
-        keep_names.update(r.name for r in self._best_records()[: self.keep_best])
-        keep = [r for r in self._records.values() if r.name in keep_names]
-        drop = [r for r in self._records.values() if r.name not in keep_names]
-        return keep, drop
-
-    def _convert_to_weights(self, r: _Record) -> None:
-        path = self.save_dir / r.name
-        try:
-            ckpt = load_checkpoint(path, mmap=True)
-            slim = _weights_only_payload(ckpt)
-            _atomic_write(path, lambda f: save_payload(slim, f), fsync=self.fsync)
-            del ckpt, slim
-        except (CheckpointError, OSError) as exc:
-            log.warning("could not shrink best checkpoint %s to weights only: %s", path, exc)
-            return
-        r.kind = KIND_WEIGHTS
-        r.stamp(path)
-
-    def _write_tracking(self) -> None:
-        text = _tracking_text(
-            self._records,
-            self._last_records(),
-            self._best_records()[: self.keep_best],
-            metric=self.metric,
-            higher_is_better=self.higher_is_better,
-            keep_last_n=self.keep_last_n,
-            keep_best=self.keep_best,
-            next_seq=self._next_seq,
-        )
-        _atomic_write(
-            self.tracking_file, lambda f: f.write(text.encode("utf-8")), fsync=self.fsync
-        )
+            delete_checkpoint(self.save_dir, r.name)

@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from lictrain.checkpoint.integrity import CorruptCheckpointError, nonfinite_tensors, warn_once
-from lictrain.checkpoint.io import load_checkpoint, resolve_checkpoint
+from lictrain.checkpoint.locate import load_checkpoint, resolve_checkpoint
 from lictrain.checkpoint.tracking import (
     CHECKPOINT_PATTERN,
     KIND_WEIGHTS,
-    _order_key,
-    _Record,
-    _scan_directory,
+    Record,
+    order_key,
+    scan_directory,
 )
 from lictrain.checkpoint.weights import check_resumable
 from lictrain.errors import CheckpointError
@@ -101,21 +101,21 @@ def _nonfinite_phrase(bad: list[str]) -> str:
 def _resume_candidates(run_dir: Path) -> list[Path]:
     """The directory's full checkpoints, newest save first, unreadable ones included.
 
-    ``_scan_directory`` drops files it cannot read; they are put back, ordered by what the
+    ``scan_directory`` drops files it cannot read; they are put back, ordered by what the
     tracking file recorded about them (else by epoch), so that skipping them is reported.
     """
-    records, tracking = _scan_directory(run_dir, quiet=True)
+    records, tracking = scan_directory(run_dir, quiet=True)
     meta = tracking.get("checkpoints") if isinstance(tracking.get("checkpoints"), dict) else {}
     everything = dict(records)
     for entry in os.scandir(run_dir):
         match = CHECKPOINT_PATTERN.match(entry.name)
         if match and entry.name not in everything and entry.is_file(follow_symlinks=False):
-            rec = _Record.from_json(entry.name, meta.get(entry.name)) if entry.name in meta else None
+            rec = Record.from_json(entry.name, meta.get(entry.name)) if entry.name in meta else None
             epoch = int(match.group(1))
-            everything[entry.name] = rec or _Record(name=entry.name, epoch=epoch, metric=None, metric_name="",
+            everything[entry.name] = rec or Record(name=entry.name, epoch=epoch, metric=None, metric_name="",
                                                     seq=epoch, best_eligible=False)
     full = [r for r in everything.values() if r.kind != KIND_WEIGHTS]
-    return [run_dir / r.name for r in sorted(full, key=_order_key, reverse=True)]
+    return [run_dir / r.name for r in sorted(full, key=order_key, reverse=True)]
 
 
 def _nothing_usable(run_dir: Path, skipped: list[tuple[Path, str]]) -> CheckpointError:

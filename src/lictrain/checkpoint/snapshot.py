@@ -2,9 +2,9 @@
 
 ``save_checkpoint`` copies the state to CPU (tensors detached and copied, containers rebuilt)
 and hands the write to a background thread, so training blocks only for the copy. To make
-the copy fast, :class:`_BufferPool` lends the CPU tensors of the previous, already written
+the copy fast, :class:`BufferPool` lends the CPU tensors of the previous, already written
 checkpoint (pinned for GPU tensors). Values ``torch.load(weights_only=True)`` could not load
-back are refused here, before anything is written. :func:`_weights_only_payload` strips a
+back are refused here, before anything is written. :func:`weights_only_payload` strips a
 full checkpoint to its model weights and tensor-free metadata.
 """
 
@@ -26,7 +26,7 @@ _LEAF_TYPES = (str, bytes, int, float, bool, complex, type(None), torch.dtype, t
 # --------------------------------------------------------------------------- snapshots
 
 
-class _BufferPool:
+class BufferPool:
     """CPU tensors of the last written checkpoint, reused by the next snapshot.
 
     Copying into memory that is already mapped avoids the page faults of fresh allocations,
@@ -71,7 +71,7 @@ class _BufferPool:
 
 
 class _SnapshotContext:
-    def __init__(self, pool: _BufferPool | None) -> None:
+    def __init__(self, pool: BufferPool | None) -> None:
         self.pool = pool
         self.cuda = False
 
@@ -137,7 +137,7 @@ def _has_tensor(obj: Any) -> bool:
     return False
 
 
-def _weights_only_payload(ckpt: Mapping[str, Any]) -> dict[str, Any]:
+def weights_only_payload(ckpt: Mapping[str, Any]) -> dict[str, Any]:
     """Strip a full checkpoint to what evaluation needs: model weights plus metadata.
 
     Kept: ``model_state``, ``epoch``, ``metric``, ``metric_value`` and every other entry that
@@ -154,8 +154,8 @@ def _weights_only_payload(ckpt: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _snapshot_payload(
-    pool: _BufferPool | None,
+def snapshot_payload(
+    pool: BufferPool | None,
     epoch: int,
     model_state: Mapping[str, Any],
     optimizer_state: Mapping[str, Any] | None,

@@ -1,11 +1,11 @@
 """The tracking file and the records it holds: which checkpoints a run directory keeps.
 
 ``checkpoint_tracking.json`` lists the last N / best M checkpoints of a run directory plus
-per-file metadata (:class:`_Record`). A manager (or ``resolve_checkpoint``) trusts the files
+per-file metadata (:class:`Record`). A manager (or ``resolve_checkpoint``) trusts the files
 over it: files of ours missing from it are adopted (their metadata is inside them), a
 missing or corrupt tracking file is rebuilt from the files, with a warning
-(:func:`_scan_directory`). Only ``checkpoint_epoch<digits>.pt`` files directly inside
-``save_dir`` are ever deleted (:func:`_delete_checkpoint`); anything else a (tampered)
+(:func:`scan_directory`). Only ``checkpoint_epoch<digits>.pt`` files directly inside
+``save_dir`` are ever deleted (:func:`delete_checkpoint`); anything else a (tampered)
 tracking file names is ignored, with a warning.
 """
 
@@ -19,10 +19,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from lictrain.checkpoint.integrity import warn_once
-from lictrain.checkpoint.io import load_checkpoint
+from lictrain.checkpoint.io import load_checkpoint_file
 from lictrain.errors import CheckpointError
 
 # The manager's logger: records keep the name they had before the split.
@@ -44,7 +44,9 @@ def checkpoint_filename(epoch: int) -> str:
 
 
 @dataclass
-class _Record:
+class Record:
+    """One checkpoint file as the tracking file records it (name, epoch, metric, save order)."""
+
     name: str
     epoch: int
     metric: float | None  # None when missing or not finite
@@ -75,7 +77,7 @@ class _Record:
         return d
 
     @classmethod
-    def from_json(cls, name: str, d: Any) -> _Record | None:
+    def from_json(cls, name: str, d: Any) -> Record | None:
         if not isinstance(d, dict):
             return None
         try:
@@ -99,7 +101,7 @@ class _Record:
             return None
 
     @classmethod
-    def from_checkpoint(cls, name: str, ckpt: Mapping[str, Any]) -> _Record:
+    def from_checkpoint(cls, name: str, ckpt: Mapping[str, Any]) -> Record:
         meta = ckpt.get("lictrain") if isinstance(ckpt.get("lictrain"), Mapping) else {}
         m = CHECKPOINT_PATTERN.match(name)
         epoch = ckpt.get("epoch", int(m.group(1)) if m else -1)
@@ -122,19 +124,20 @@ class _Record:
         )
 
 
-def _order_key(r: _Record) -> tuple[int, int]:
+def order_key(r: Record) -> tuple[int, int]:
+    """Sort key putting records in save order (``seq``, then epoch)."""
     return (r.seq, r.epoch)
 
 
-def _select_last(records: Mapping[str, _Record], keep_last_n: int) -> list[_Record]:
+def select_last(records: Mapping[str, Record], keep_last_n: int) -> list[Record]:
     """The ``keep_last_n`` most recently saved records, oldest first."""
-    ordered = sorted(records.values(), key=_order_key)
+    ordered = sorted(records.values(), key=order_key)
     return ordered[-keep_last_n:]
 
 
-def _rank_best(
-    records: Mapping[str, _Record], metric: str, higher_is_better: bool
-) -> list[_Record]:
+def rank_best(
+    records: Mapping[str, Record], metric: str, higher_is_better: bool
+) -> list[Record]:
     """The records rankable by ``metric``, best first (ties: the one saved first)."""
     sign = -1.0 if higher_is_better else 1.0
     ranked = [
@@ -164,13 +167,30 @@ def _tracked_name(save_dir: Path, entry: Any) -> str | None:
     return p.name
 
 
-def _scan_directory(save_dir: Path, *, quiet: bool = False) -> tuple[dict[str, _Record], dict]:
+def scan_directory(save_dir: Path, *, quiet: bool = False) -> tuple[dict[str, Record], dict]:
     """Reconcile the tracking file with the checkpoint files present (read-only).
 
     Returns:
         ``(records by file name, parsed tracking dict or {})``.
     """
     warn = log.debug if quiet else log.warning
+    present = _present_checkpoints(save_dir, warn)
+    tracking = _read_tracking(save_dir, len(present), warn)
+    meta = tracking.get("checkpoints", {})
+    if not isinstance(meta, dict):
+        meta = {}
+    _warn_about_mentions(save_dir, tracking, meta, set(present), warn)
+    untracked = sorted(set(present) - set(meta))
+    if untracked and tracking:
+        log.info(
+            "adopting %d checkpoint file(s) the tracking file in %s does not list (an earlier "
+            "run stopped mid-save): %s", len(untracked), save_dir, ", ".join(untracked),
+        )
+    return _load_records(save_dir, present, meta, quiet=quiet, warn=warn), tracking
+
+
+def _present_checkpoints(save_dir: Path, warn: Callable[..., None]) -> list[str]:
+    """The names of our checkpoint files directly inside ``save_dir`` (links out are skipped)."""
     present: list[str] = []
     try:
         entries = list(os.scandir(save_dir))
@@ -182,27 +202,36 @@ def _scan_directory(save_dir: Path, *, quiet: bool = False) -> tuple[dict[str, _
                 present.append(e.name)
             else:
                 warn("ignoring %s: it links outside %s", e.path, save_dir)
+    return present
 
-    tracking: dict[str, Any] = {}
+
+def _read_tracking(save_dir: Path, num_present: int, warn: Callable[..., None]) -> dict[str, Any]:
+    """The parsed tracking file, or ``{}`` (with a warning) when missing or unreadable."""
     tracking_path = save_dir / TRACKING_FILE
     if tracking_path.exists():
         try:
             tracking = json.loads(tracking_path.read_text(encoding="utf-8"))
             if not isinstance(tracking, dict):
                 raise ValueError("top level is not an object")
+            return tracking
         except (OSError, ValueError) as exc:
             warn(
                 "checkpoint tracking file %s is unreadable (%s); rebuilding it from the %d "
-                "checkpoint file(s) present", tracking_path, exc, len(present),
+                "checkpoint file(s) present", tracking_path, exc, num_present,
             )
-            tracking = {}
-    elif present:
+    elif num_present:
         warn(
             "no checkpoint tracking file in %s; rebuilding it from the %d checkpoint file(s) "
-            "present", save_dir, len(present),
+            "present", save_dir, num_present,
         )
+    return {}
 
-    # Which names does the tracking file mention, and are they ours?
+
+def _warn_about_mentions(
+    save_dir: Path, tracking: Mapping[str, Any], meta: Mapping[str, Any], present: set[str],
+    warn: Callable[..., None],
+) -> None:
+    """Warn about names the tracking file mentions that are not ours or are missing."""
     mentioned: list[Any] = []
     last = tracking.get("last_checkpoints", [])
     if isinstance(last, list):
@@ -210,11 +239,7 @@ def _scan_directory(save_dir: Path, *, quiet: bool = False) -> tuple[dict[str, _
     best = tracking.get("best_checkpoints", [])
     if isinstance(best, list):
         mentioned.extend(b.get("path") if isinstance(b, dict) else b for b in best)
-    meta = tracking.get("checkpoints", {})
-    if not isinstance(meta, dict):
-        meta = {}
     mentioned.extend(meta.keys())
-    present_set = set(present)
     for entry in mentioned:
         name = _tracked_name(save_dir, entry)
         if name is None:
@@ -222,42 +247,42 @@ def _scan_directory(save_dir: Path, *, quiet: bool = False) -> tuple[dict[str, _
                 "checkpoint tracking file in %s names %r, which is not a checkpoint of this "
                 "directory; ignoring it (it will never be deleted)", save_dir, entry,
             )
-        elif name not in present_set:
+        elif name not in present:
             warn("checkpoint %s listed in the tracking file is missing; forgetting it", name)
 
-    untracked = sorted(set(present) - set(meta))
-    if untracked and tracking:
-        log.info(
-            "adopting %d checkpoint file(s) the tracking file in %s does not list (an earlier "
-            "run stopped mid-save): %s", len(untracked), save_dir, ", ".join(untracked),
-        )
-    records: dict[str, _Record] = {}
+
+def _load_records(
+    save_dir: Path, present: list[str], meta: Mapping[str, Any], *, quiet: bool,
+    warn: Callable[..., None],
+) -> dict[str, Record]:
+    """One record per present file: the tracking file's, else read from the file itself."""
+    records: dict[str, Record] = {}
     for name in present:
         # Trust the tracking file's metadata only while the file is the one it described
         # (a crash after os.replace but before the tracking update leaves a newer file).
-        rec = _Record.from_json(name, meta.get(name)) if name in meta else None
+        rec = Record.from_json(name, meta.get(name)) if name in meta else None
         if rec is not None and not rec.matches(save_dir / name):
             rec = None
         if rec is None:
             try:
-                ckpt = load_checkpoint(save_dir / name, mmap=True)
+                ckpt = load_checkpoint_file(save_dir / name, mmap=True)
             except CheckpointError as exc:
                 if quiet:
                     warn("skipping unreadable checkpoint: %s", exc)
                 else:
                     warn_once(log, save_dir / name, "skipping unreadable checkpoint: %s", exc)
                 continue
-            rec = _Record.from_checkpoint(name, ckpt)
+            rec = Record.from_checkpoint(name, ckpt)
             rec.stamp(save_dir / name)
             del ckpt
         records[name] = rec
-    return records, tracking
+    return records
 
 
-def _tracking_text(
-    records: Mapping[str, _Record],
-    last: list[_Record],
-    best: list[_Record],
+def tracking_text(
+    records: Mapping[str, Record],
+    last: list[Record],
+    best: list[Record],
     *,
     metric: str,
     higher_is_better: bool,
@@ -278,14 +303,14 @@ def _tracking_text(
             {"path": r.name, "metric": r.metric, "epoch": r.epoch} for r in best
         ],
         "checkpoints": {
-            r.name: r.to_json() for r in sorted(records.values(), key=_order_key)
+            r.name: r.to_json() for r in sorted(records.values(), key=order_key)
         },
         "next_seq": next_seq,
     }
     return json.dumps(data, indent=2, allow_nan=False) + "\n"
 
 
-def _check_tracking_settings(
+def check_tracking_settings(
     tracking: Mapping[str, Any],
     save_dir: Path,
     metric: str,
@@ -308,7 +333,7 @@ def _check_tracking_settings(
         )
 
 
-def _delete_checkpoint(save_dir: Path, name: str) -> None:
+def delete_checkpoint(save_dir: Path, name: str) -> None:
     """Delete one of our checkpoint files: pattern-matched and directly in save_dir."""
     path = save_dir / name
     if not CHECKPOINT_PATTERN.match(name) or not _inside(save_dir, path):
@@ -322,7 +347,8 @@ def _delete_checkpoint(save_dir: Path, name: str) -> None:
         log.warning("could not delete old checkpoint %s: %s", path, exc)
 
 
-def _int_or(value: Any, default: int) -> int:
+def int_or(value: Any, default: int) -> int:
+    """``int(value)``, or ``default`` when that fails (a tampered tracking file)."""
     try:
         return int(value)
     except (TypeError, ValueError):

@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from lictrain.checkpoint.io import load_checkpoint, resolve_checkpoint
-from lictrain.checkpoint.tracking import _rank_best, _scan_directory
+from lictrain.checkpoint.locate import load_checkpoint, resolve_checkpoint
+from lictrain.checkpoint.tracking import rank_best, scan_directory
 from lictrain.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -51,12 +51,12 @@ def resolve_weights(path: str | Path) -> Path:
             p, selector = Path(head).expanduser(), tail
     if not p.is_dir() or selector == "latest":
         return resolve_checkpoint(p)
-    records, tracking = _scan_directory(p, quiet=True)
+    records, tracking = scan_directory(p, quiet=True)
     metric = tracking.get("metric_name")
     if not isinstance(metric, str):  # no tracking file: the metric the checkpoints recorded
         names = [r.metric_name for r in records.values() if r.metric_name]
         metric = max(set(names), key=names.count) if names else "loss"
-    best = _rank_best(records, metric, bool(tracking.get("higher_is_better", False)))
+    best = rank_best(records, metric, bool(tracking.get("higher_is_better", False)))
     if best:
         log.info("%s: its best checkpoint by %s, %s (%s:latest for the latest)", p, metric, best[0].name, p)
         return p / best[0].name

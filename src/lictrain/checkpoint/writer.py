@@ -3,7 +3,7 @@
 ``save_checkpoint`` queues the snapshot and returns; the writer thread writes it. At most
 ``_MAX_PENDING`` snapshots wait besides the one being written, then ``save_checkpoint``
 blocks. A failed write is kept and raised as :class:`CheckpointError` by the manager's next
-call (:meth:`_BackgroundWriter.raise_errors`), once.
+call (:meth:`BackgroundWriter.raise_errors`), once.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ log = logging.getLogger("lictrain.checkpoint.manager")
 _MAX_PENDING = 1  # queued writes (besides the one being written) before save_checkpoint waits
 
 
-def _write_error(path: Path, exc: BaseException) -> CheckpointError:
+def write_error(path: Path, exc: BaseException) -> CheckpointError:
     """One line that names the cause (no space, read-only, no permission) and the fix."""
     cause = storage_cause(exc)
     if cause:
@@ -83,7 +83,7 @@ def storage_cause(exc: BaseException) -> str:
     }.get(exc.errno or 0, "")
 
 
-class _BackgroundWriter:
+class BackgroundWriter:
     """Write ``(payload, record)`` items on a daemon thread; keep failures for the caller.
 
     Args:
@@ -162,7 +162,7 @@ class _BackgroundWriter:
                     self._write(payload, record)
                 except BaseException as exc:
                     path = self._path_of(record)
-                    err = exc if isinstance(exc, CheckpointError) else _write_error(path, exc)
+                    err = exc if isinstance(exc, CheckpointError) else write_error(path, exc)
                     if err is not exc:
                         err.__cause__ = exc
                     with self._errors_lock:

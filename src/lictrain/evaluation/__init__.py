@@ -2,8 +2,12 @@
 
 See ``docs/evaluation.md``. Modules, in the order data flows through them:
 
-* :mod:`.codec` -- load a checkpoint as a codec; image <-> ``.lic`` bytes
-* :mod:`.bitstream` -- the ``.lic`` file format
+* :mod:`.loading` -- load a checkpoint as a codec (:class:`.loading.CodecInfo`)
+* :mod:`.pixels` -- uint8 images <-> padded model input and back
+* :mod:`.codec` -- image <-> ``.lic`` bytes (re-exports the two above)
+* :mod:`.bitstream` -- the ``.lic`` file format: writing, and every name of the format
+  (:mod:`.bitstream_format` the layout, :mod:`.bitstream_read` reading,
+  :mod:`.bitstream_checks` the checks before decoding)
 * :mod:`.metrics` -- PSNR, MS-SSIM, bpp on 8-bit images
 * :mod:`.evaluate` -- checkpoints on images -> :class:`.results.CurveResult`
 * :mod:`.anchors` -- JPEG / WebP / AVIF through Pillow -> the same results
@@ -21,8 +25,8 @@ from typing import Any
 
 _EXPORTS = {
     "Bitstream": "bitstream", "pack": "bitstream", "unpack": "bitstream",
-    "CodecInfo": "codec", "load_codec": "codec", "encode_image": "codec", "decode_bytes": "codec",
-    "weights_fingerprint": "codec", "codec_from_model": "codec",
+    "CodecInfo": "loading", "load_codec": "loading", "encode_image": "codec", "decode_bytes": "codec",
+    "weights_fingerprint": "loading", "codec_from_model": "loading",
     "psnr_uint8": "metrics", "ms_ssim_uint8": "metrics", "bpp": "metrics",
     "evaluate_codec": "evaluate", "evaluate_checkpoints": "evaluate", "load_eval_images": "evaluate",
     "ANCHORS": "anchors", "evaluate_anchor": "anchors", "available_anchors": "anchors",

@@ -24,10 +24,14 @@ from typing import Callable, Sequence
 
 import torch
 
-from lictrain.data import NamedImage
+from lictrain.data import NamedImage, load_builtin
+from lictrain.data.images import list_images, load_images
+from lictrain.data.loaders import load_test_images
+from lictrain.data.sources import LIST_SUFFIXES, is_shard_dataset
 from lictrain.errors import CheckpointError, DataError
-from lictrain.evaluation.codec import (CodecInfo, decode_bytes, encode_image, load_codec, to_input,
-                                       with_reconstruction_crc)
+from lictrain.evaluation.codec import decode_bytes, encode_image, with_reconstruction_crc
+from lictrain.evaluation.loading import CodecInfo, load_codec
+from lictrain.evaluation.pixels import to_input
 from lictrain.evaluation.metrics import bpp, ms_ssim_uint8, psnr_uint8
 from lictrain.evaluation.results import CurveResult, ImageResult, PointResult, safe_name
 
@@ -49,14 +53,8 @@ def load_eval_images(dataset: str | os.PathLike[str] | None, trained_on: Sequenc
     Raises:
         DataError: missing path, no images, or none readable.
     """
-    from lictrain.data import load_builtin
-    from lictrain.data.images import list_images, load_images
-
     if dataset is None:
         return load_builtin("test"), "built-in test photos (chelsea, coffee)"
-    from lictrain.data.loaders import load_test_images
-    from lictrain.data.sources import LIST_SUFFIXES, is_shard_dataset
-
     root = Path(dataset).expanduser()
     if is_shard_dataset(dataset) or (root.is_file() and root.suffix.lower() in LIST_SUFFIXES):
         return load_test_images(str(dataset)), f"test split of {dataset}"
@@ -188,6 +186,7 @@ def evaluate_checkpoints(
 
 
 def _same_path(a: Path, b: str) -> bool:
+    """Whether ``a`` and the path ``b`` (``~`` expanded) name the same file or folder; False when unresolvable."""
     try:
         return a.resolve() == Path(b).expanduser().resolve()
     except OSError:

@@ -11,12 +11,12 @@ from typing import Sequence
 import pandas as pd
 import torch
 
-from lictrain.data import NamedImage
+from lictrain.data import NamedImage, load_builtin
 from lictrain.evaluation.anchors import ANCHORS, evaluate_anchor
 from lictrain.evaluation.evaluate import evaluate_checkpoints
 from lictrain.evaluation.metrics import ms_ssim_db
 from lictrain.evaluation.rd import MIN_POINTS, bd_delta, interpolate_curve, rd_frame
-from lictrain.evaluation.results import CurveResult
+from lictrain.evaluation.results import CurveResult, PointResult
 
 #: JPEG qualities of the final report: dense at the low end, where short trainings land
 REPORT_QUALITIES: tuple[int, ...] = (2, 5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95)
@@ -142,74 +142,103 @@ def final_report(
     t0 = time.perf_counter()
     paths = [checkpoint_path] if isinstance(checkpoint_path, (str, os.PathLike)) else list(checkpoint_path)
     if images is None:
-        from lictrain.data import load_builtin
-
         images, where = load_builtin("test"), "the built-in test photos"
     else:
         where = f"{len(images)} image(s)"
     images = list(images)
     ours = evaluate_checkpoints(paths, images, device=device, name="ours", estimate=estimate, check_decode=True)
     by_ms_ssim = metric == "ms-ssim"  # an MS-SSIM-trained codec is judged on MS-SSIM (dB), else PSNR
-    ref = evaluate_anchor(anchor, images, qualities, ms_ssim=by_ms_ssim)
-    title = ANCHORS[anchor].title
-    frame = rd_frame([ours, ref])
-    a = frame[frame.curve == anchor]
-    column, what = ("ms_ssim_db", "MS-SSIM") if by_ms_ssim else ("psnr", "PSNR")
-    ref_q = a[column]
-
-    def quality(m: dict) -> float:
-        return ms_ssim_db(m["ms_ssim"]) if by_ms_ssim else m["psnr"]
-
+    anchor_curve = evaluate_anchor(anchor, images, qualities, ms_ssim=by_ms_ssim)
+    frame = rd_frame([ours, anchor_curve])
+    ref = _Reference.of(frame, anchor, by_ms_ssim, qualities)
     names = ", ".join(im.name for im in images)
     lines = [f"final evaluation on {where} ({names}): real bitstreams, bpp of the whole .lic file; compared with "
-             f"{title} on {what}" + (" in dB, -10·log10(1 - MS-SSIM), the metric this run optimised" if by_ms_ssim
-                                     else "")]
+             f"{ref.title} on {ref.what}" + (" in dB, -10·log10(1 - MS-SSIM), the metric this run optimised"
+                                             if by_ms_ssim else "")]
     at_rate, at_quality = [], []
     for p in ours.sorted_points():
-        m = p.mean
-        q = quality(m)
-        lines.append(
-            f"  ours {p.label}: {m['bpp']:.4f} bpp (payload {m['bpp_payload']:.4f}"
-            + (f", estimated {m['bpp_estimated']:.4f}), " if estimate else "), ")
-            + f"PSNR {m['psnr']:.2f} dB, MS-SSIM {_f(m['ms_ssim'], '.4f', 0)} ({_f(ms_ssim_db(m['ms_ssim']), '.2f', 0)} dB); "
-            f"encode {m['encode_s']:.2f} s, decode {m['decode_s']:.2f} s per image"
-        )
-        if p.deterministic is False:
-            bad = ", ".join(im.image for im in p.images if im.deterministic is False)
-            lines.append(f"  WARNING: decoding the same bytes twice gave different pixels ({bad}): "
-                         "this codec is not usable as a real codec on this device")
-        q_at = interpolate_curve(a.bpp, ref_q, at_rate=m["bpp"])
-        r_at = interpolate_curve(a.bpp, ref_q, at_quality=q)
+        point_lines, q_at, r_at = _point_lines(p, ref, estimate)
+        lines += point_lines
         at_rate.append(q_at)
         at_quality.append(r_at)
-        lo, hi = a.bpp.min(), a.bpp.max()
-        if math.isnan(q_at):
-            side = "below" if m["bpp"] < lo else "above"
-            lines.append(f"    at {m['bpp']:.4f} bpp: {side} {title}'s range ({lo:.3f}..{hi:.3f} bpp, quality "
-                         f"{min(qualities)}..{max(qualities)})")
-        else:
-            lines.append(f"    at {m['bpp']:.4f} bpp {title} reaches {q_at:.2f} dB {what}: ours is {q - q_at:+.2f} dB")
-        if math.isnan(r_at):
-            side = "below" if q < ref_q.min() else "above"
-            lines.append(f"    for {q:.2f} dB {what}: {side} {title}'s range ({ref_q.min():.2f}..{ref_q.max():.2f} dB)")
-        else:
-            saving = (m["bpp"] / r_at - 1) * 100
-            lines.append(f"    for {q:.2f} dB {what} {title} needs {r_at:.4f} bpp: ours uses {abs(saving):.1f}% "
-                         f"{'fewer' if saving < 0 else 'more'} bits")
-    lines.append(f"  {title} (Pillow, quality {min(qualities)}..{max(qualities)}): {a.bpp.min():.3f}..{a.bpp.max():.3f} bpp, "
-                 f"{ref_q.min():.2f}..{ref_q.max():.2f} dB {what}")
-    bd_rate = bd_psnr = None
-    n = len(ours.points)
-    if n >= MIN_POINTS:
-        o = frame[frame.curve == "ours"]
-        res = bd_delta(a.bpp, ref_q, o.bpp, o[column])
-        bd_rate, bd_psnr = res.bd_rate, res.bd_quality
-        lines.append(f"  BD-rate vs {title} ({what}, pchip): {_pct(bd_rate)}, BD-{what} {_f(bd_psnr, '+.3f', 0)} dB "
-                     f"over {n} points; the curves share {res.shared_db:.2f} dB and "
-                     f"{res.shared_bpp[0]:.3g}-{res.shared_bpp[1]:.3g} bpp")
-        lines += [f"  warning: {note}" for note in res.notes]
-    else:
-        lines.append(f"  BD-rate vs {title}: needs >= {MIN_POINTS} R-D points of ours (checkpoints at different λ), "
-                     f"this is {n}; evaluate several with `lictrain eval CKPT... --anchors {anchor}` then `lictrain rd`")
+    lines.append(f"  {ref.title} (Pillow, quality {min(qualities)}..{max(qualities)}): {ref.bpp.min():.3f}.."
+                 f"{ref.bpp.max():.3f} bpp, {ref.quality.min():.2f}..{ref.quality.max():.2f} dB {ref.what}")
+    bd_rate, bd_psnr, bd_lines = _bd_lines(frame, ref, len(ours.points), anchor)
+    lines += bd_lines
     seconds = time.perf_counter() - t0
-    return FinalReport("\n".join(lines), ours, ref, at_rate, at_quality, bd_rate, bd_psnr, seconds)
+    return FinalReport("\n".join(lines), ours, anchor_curve, at_rate, at_quality, bd_rate, bd_psnr, seconds)
+
+
+@dataclass
+class _Reference:
+    """The anchor's R-D points as the final report compares with them."""
+
+    title: str
+    bpp: pd.Series
+    quality: pd.Series  # PSNR, or MS-SSIM in dB for an MS-SSIM run
+    column: str  # the quality's column in the R-D frame
+    what: str  # "PSNR" or "MS-SSIM"
+    by_ms_ssim: bool
+    qualities: Sequence[int]  # the anchor's own quality settings
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame, anchor: str, by_ms_ssim: bool, qualities: Sequence[int]) -> _Reference:
+        rows = frame[frame.curve == anchor]
+        column, what = ("ms_ssim_db", "MS-SSIM") if by_ms_ssim else ("psnr", "PSNR")
+        return cls(ANCHORS[anchor].title, rows.bpp, rows[column], column, what, by_ms_ssim, qualities)
+
+    def quality_of(self, mean: dict) -> float:
+        """A point's quality on the anchor's scale."""
+        return ms_ssim_db(mean["ms_ssim"]) if self.by_ms_ssim else mean["psnr"]
+
+
+def _point_lines(p: PointResult, ref: _Reference, estimate: bool) -> tuple[list[str], float, float]:
+    """One checkpoint's lines (its numbers, the anchor's quality at its rate and rate at its quality),
+    and those two values (NaN outside the anchor's range)."""
+    m = p.mean
+    q = ref.quality_of(m)
+    lines = [
+        f"  ours {p.label}: {m['bpp']:.4f} bpp (payload {m['bpp_payload']:.4f}"
+        + (f", estimated {m['bpp_estimated']:.4f}), " if estimate else "), ")
+        + f"PSNR {m['psnr']:.2f} dB, MS-SSIM {_f(m['ms_ssim'], '.4f', 0)} ({_f(ms_ssim_db(m['ms_ssim']), '.2f', 0)} dB); "
+        f"encode {m['encode_s']:.2f} s, decode {m['decode_s']:.2f} s per image"
+    ]
+    if p.deterministic is False:
+        bad = ", ".join(im.image for im in p.images if im.deterministic is False)
+        lines.append(f"  WARNING: decoding the same bytes twice gave different pixels ({bad}): "
+                     "this codec is not usable as a real codec on this device")
+    q_at = interpolate_curve(ref.bpp, ref.quality, at_rate=m["bpp"])
+    r_at = interpolate_curve(ref.bpp, ref.quality, at_quality=q)
+    title, what = ref.title, ref.what
+    lo, hi = ref.bpp.min(), ref.bpp.max()
+    if math.isnan(q_at):
+        side = "below" if m["bpp"] < lo else "above"
+        lines.append(f"    at {m['bpp']:.4f} bpp: {side} {title}'s range ({lo:.3f}..{hi:.3f} bpp, quality "
+                     f"{min(ref.qualities)}..{max(ref.qualities)})")
+    else:
+        lines.append(f"    at {m['bpp']:.4f} bpp {title} reaches {q_at:.2f} dB {what}: ours is {q - q_at:+.2f} dB")
+    if math.isnan(r_at):
+        side = "below" if q < ref.quality.min() else "above"
+        lines.append(f"    for {q:.2f} dB {what}: {side} {title}'s range ({ref.quality.min():.2f}.."
+                     f"{ref.quality.max():.2f} dB)")
+    else:
+        saving = (m["bpp"] / r_at - 1) * 100
+        lines.append(f"    for {q:.2f} dB {what} {title} needs {r_at:.4f} bpp: ours uses {abs(saving):.1f}% "
+                     f"{'fewer' if saving < 0 else 'more'} bits")
+    return lines, q_at, r_at
+
+
+def _bd_lines(frame: pd.DataFrame, ref: _Reference, n: int, anchor: str) -> tuple[float | None, float | None, list[str]]:
+    """``(BD-rate, BD-quality, lines)`` of our ``n`` points against the anchor; ``None`` and a hint with too few."""
+    title, what = ref.title, ref.what
+    if n < MIN_POINTS:
+        return None, None, [f"  BD-rate vs {title}: needs >= {MIN_POINTS} R-D points of ours (checkpoints at "
+                            f"different λ), this is {n}; evaluate several with `lictrain eval CKPT... --anchors "
+                            f"{anchor}` then `lictrain rd`"]
+    o = frame[frame.curve == "ours"]
+    res = bd_delta(ref.bpp, ref.quality, o.bpp, o[ref.column])
+    lines = [f"  BD-rate vs {title} ({what}, pchip): {_pct(res.bd_rate)}, BD-{what} {_f(res.bd_quality, '+.3f', 0)} dB "
+             f"over {n} points; the curves share {res.shared_db:.2f} dB and "
+             f"{res.shared_bpp[0]:.3g}-{res.shared_bpp[1]:.3g} bpp"]
+    lines += [f"  warning: {note}" for note in res.notes]
+    return res.bd_rate, res.bd_quality, lines

@@ -1,6 +1,8 @@
 """Model registry: codec architectures by name.
 
-Every model joins with one decorator::
+The registry is a leaf: it imports nothing of ours but the errors. Model modules register
+themselves into it, and :mod:`lictrain.models` imports them, so ``import lictrain.models``
+(or any of its submodules) fills the registry. Every model joins with one decorator::
 
     @register_model("my-codec", alignment=64, qualities=range(1, 9))
     def my_codec(quality: int) -> torch.nn.Module: ...
@@ -79,7 +81,6 @@ def register_model(
 
 def available_models() -> list[str]:
     """Registered model names, sorted."""
-    _load_builtin_models()
     return sorted(_REGISTRY)
 
 
@@ -89,7 +90,6 @@ def get_spec(name: str) -> ModelSpec:
     Raises:
         ConfigError: unknown name (the message lists the known ones).
     """
-    _load_builtin_models()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -109,8 +109,3 @@ def build_model(name: str, quality: int) -> torch.nn.Module:
         )
     return spec.factory(quality)
 
-
-def _load_builtin_models() -> None:
-    # Importing the modules runs their @register_model decorators.
-    from lictrain.models import compressai_zoo  # noqa: F401
-    from lictrain.models import hpcm  # noqa: F401

@@ -21,12 +21,15 @@ from either repository.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import MutableMapping
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["adam_update_", "cautious_mask"]
+from lictrain.errors import ConfigError
+
+__all__ = ["adam_group_step_", "adam_update_", "cautious_mask"]
 
 MASK_MEAN_FLOOR = 1e-3
 
@@ -171,3 +174,47 @@ def _numels(
         hit = (lengths.to(dtype), lengths)
         _NUMEL_CACHE[key] = hit
     return hit
+
+
+@torch.no_grad()
+def adam_group_step_(
+    group: dict[str, Any],
+    state: MutableMapping[Tensor, dict[str, Any]],
+    *,
+    cautious: bool,
+    max_scale: float | None,
+    foreach: bool | None,
+) -> None:
+    """One (cautious) Adam step of a torch param ``group`` whose parameters have a gradient.
+
+    ``state`` is the optimiser's per-parameter state: ``step``, ``exp_avg`` and ``exp_avg_sq``
+    are created on a parameter's first step (as torch.optim.Adam names them) and updated here.
+
+    Raises:
+        ConfigError: For a sparse gradient.
+    """
+    params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
+    for p in group["params"]:
+        if p.grad is None:
+            continue
+        if p.grad.is_sparse:
+            raise ConfigError("BalancedOptimizer does not support sparse gradients: "
+                              "use dense parameters")
+        s = state[p]
+        if len(s) == 0:
+            s["step"] = 0
+            s["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            s["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        s["step"] += 1
+        params.append(p)
+        grads.append(p.grad)
+        exp_avgs.append(s["exp_avg"])
+        exp_avg_sqs.append(s["exp_avg_sq"])
+        steps.append(s["step"])
+    beta1, beta2 = group["betas"]
+    adam_update_(
+        params, grads, exp_avgs, exp_avg_sqs, steps,
+        lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
+        weight_decay=group["weight_decay"], cautious=cautious, max_scale=max_scale,
+        foreach=foreach,
+    )

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from lictrain.schedules.gamma import AdaptiveGammaScheduler, HPCMGammaScheduler
+from lictrain.schedules.gamma_scheduler import AdaptiveGammaScheduler, HPCMGammaScheduler
 
 __all__ = ["build_gamma_scheduler", "gamma_scheduler_from_args"]
 

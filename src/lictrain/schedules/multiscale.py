@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lictrain.errors import CheckpointError, ConfigError
-from lictrain.schedules.gamma import AdaptiveGammaScheduler
-from lictrain.schedules.gamma_settings import _STATE_VERSION, _make_setter
+from lictrain.schedules.gamma_scheduler import AdaptiveGammaScheduler
+from lictrain.schedules.gamma_settings import STATE_VERSION, make_setter
 
 __all__ = ["MultiScaleGammaScheduler"]
 
@@ -84,7 +84,7 @@ class MultiScaleGammaScheduler:
         self.optimizer = optimizer
         self._order = [self.schedulers[name] for name in self.task_groups]
         self._unique = list(self.schedulers.values())
-        self._set = _make_setter(optimizer)
+        self._set = make_setter(optimizer)
 
     def step(
         self,
@@ -132,7 +132,7 @@ class MultiScaleGammaScheduler:
     def state_dict(self) -> dict[str, Any]:
         """Return each group's scheduler state, keyed by group name."""
         return {
-            "version": _STATE_VERSION,
+            "version": STATE_VERSION,
             "task_groups": list(self.task_groups),
             "groups": {name: s.state_dict() for name, s in self.schedulers.items()},
         }

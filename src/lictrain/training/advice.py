@@ -60,11 +60,6 @@ def timeline(record: dict[str, Any], rows: list[dict[str, Any]]) -> list[tuple[f
     return points
 
 
-def psnr_by_minute(run_dir: Path) -> list[tuple[float, float]]:
-    """(minutes since the run began, test PSNR) after each epoch of ``run_dir``."""
-    return [(minutes, float(row["psnr"])) for minutes, row in timeline(*read_run(run_dir))]
-
-
 def measured_step_seconds(rows: list[dict[str, Any]], batch_size: int) -> float | None:
     """Mean seconds per training step a run kept (from its images/s per epoch), if recorded."""
     rates = [row["train_images_per_second"] for row in rows if row.get("train_images_per_second")]

@@ -72,12 +72,6 @@ class BudgetPlan:
         return f"; the last epoch {last} of {self.steps_per_epoch}" if last < self.steps_per_epoch else ""
 
 
-def plan_epochs(available_seconds: float, epoch_seconds: float, max_epochs: int | None = None) -> int:
-    """Whole epochs that fit ``available_seconds`` (at least 1, at most ``max_epochs``)."""
-    fit = max(1, math.floor(available_seconds / epoch_seconds)) if epoch_seconds > 0 else 1
-    return min(fit, max_epochs) if max_epochs is not None else fit
-
-
 def plan_steps(available_seconds: float, steps_per_epoch: int, step_seconds: float, epoch_overhead: float,
                margin: float = 1.0, max_epochs: int | None = None) -> int:
     """Training steps that fit ``available_seconds``: whole epochs, then a last partial epoch of
@@ -175,7 +169,7 @@ class BudgetClock:
     an epoch by steps when the deadline comes first.
 
     The calibration measures a handful of steps; a shared machine can then run faster or
-    slower for minutes. After every epoch the run asks :meth:`replan` how many epochs fit
+    slower for minutes. After every epoch the run asks :meth:`replan_steps` how many steps fit
     before the deadline at its recent pace (the slower of the mean epoch so far and the last
     one, so a slowdown is believed at once and a speed-up only on average) and lengthens or
     shortens itself (its LR schedule follows; a gamma schedule, fixed to its planned length,
@@ -207,20 +201,6 @@ class BudgetClock:
     def record_epoch(self, seconds: float) -> None:
         self.epoch_times.append(seconds)
         self._last = self.clock()  # the test pass and checkpoint are not a step
-
-    def replan(self, done: int, planned: int, now: float | None = None) -> int:
-        """Total epochs for the run, given ``done`` finished ones and ``planned`` so far."""
-        if not self.epoch_times:
-            return planned
-        now = self.clock() if now is None else now
-        pace = max(statistics.fmean(self.epoch_times), self.epoch_times[-1])
-        fits = max(0, math.floor((self.deadline - now) / pace))
-        total = done + fits
-        if self.max_epochs is not None:
-            total = min(total, self.max_epochs)
-        if not self.can_grow:
-            total = min(total, planned)
-        return max(total, done)
 
     def replan_steps(self, done_steps: int, planned_steps: int, steps_per_epoch: int, now: float | None = None) -> int:
         """Total training steps for the run, re-planned at an epoch's end from the pace kept so far:
