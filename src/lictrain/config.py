@@ -19,8 +19,8 @@ from lictrain.schedules.gamma_settings import (DEFAULT_GAMMA_DECAY, DEFAULT_STEP
 from lictrain.schedules.gamma_settings import STRATEGIES as GAMMA_STRATEGIES
 from lictrain.schedules.lr import LR_SCHEDULES, check_length_plan, parse_length_plan
 from lictrain.settings import (check_choice, check_device, check_gamma_scales, check_lr_groups, check_seed,
-                               check_step_epochs, check_unfreeze, config_error_as_type_error, optional,
-                               parse_batch_size, parse_bool, parse_names, parse_pair, parse_workers, positive_float,
+                               check_lambda_set, check_step_epochs, check_unfreeze, config_error_as_type_error, optional,
+                               parse_batch_size, parse_bool, parse_floats, parse_names, parse_pair, parse_workers, positive_float,
                                positive_int, real_in, setting, setting_of, whole_at_least)
 
 PRECISIONS = ("fp32", "bf16")
@@ -100,8 +100,12 @@ class TrainConfig:
     model: str = setting("hpcm-tiny", group="model", aliases=("-m",),
                          help="registry name, see `lictrain models` (default {default})")
     quality: int = setting(1, group="model", aliases=("-q",), parse=int, help="picks the network width (default {default})")
-    lmbda: float = setting(0.0067, group="model", flag="lambda", parse=float, check=positive_float,
-                           help="R-D trade-off λ (default {default})")
+    lmbda: float | None = setting(0.0067, group="model", flag="lambda", parse=float, check=optional(positive_float),
+                                  help="R-D trade-off λ (default {default})")
+    lambdas: list[float] | None = setting(
+        None, group="model", parse=parse_floats, metavar="L1,L2,...", search=False, check=optional(check_lambda_set),
+        help="train ONE variable-rate model for all these λ (QVRF gains; λ drawn per batch); then compress at any "
+             "λ in the range (docs/variable_rate.md)")
     metric: str = setting("mse", group="model", choices=METRICS,
                           help="mse (λ·255²·MSE + bpp) or ms-ssim (λ·(1-MS-SSIM) + bpp)")
     # optimisation
@@ -275,6 +279,13 @@ class TrainConfig:
 
     def _check_joint(self) -> None:
         """The rules that join two settings."""
+        if self.lambdas is not None:
+            self.lmbda = None  # one variable-rate model: λ comes from --lambdas per batch
+            if self.use_balanced and self.balanced_update == "next-batch":
+                raise ConfigError("--lambdas with --use_balanced needs --balanced-update same-batch: next-batch "
+                                  "compares the losses of two batches, which a variable-rate run draws at different λ")
+        elif self.lmbda is None:
+            raise ConfigError("--lambda must be a positive number (or --lambdas L1,L2,... for one variable-rate model)")
         if self.adaptive_gamma and not self.use_balanced:
             raise ConfigError("--adaptive_gamma schedules the balanced optimiser's gamma; add --use_balanced")
         if self.gamma_scales is not None and not (self.adaptive_gamma and self.balanced_tasks == "hierarchical"):
@@ -322,7 +333,8 @@ class TrainConfig:
 
     def default_run_dir(self, timestamp: str) -> Path:
         """``./outputs/<model>-<lambda>-<time>``."""
-        return Path("outputs") / f"{self.model}-{self.lmbda:g}-{timestamp}"
+        rate = f"{self.lmbda:g}" if self.lmbda is not None else f"vr{min(self.lambdas or [0]):g}-{max(self.lambdas or [0]):g}"
+        return Path("outputs") / f"{self.model}-{rate}-{timestamp}"
 
 
 def _declared(flag: str) -> tuple[str, ...]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import numbers
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -103,8 +104,13 @@ def _flag(name: str) -> str:
 
 
 def is_real(value: Any) -> bool:
-    """A finite int or float (not a bool)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """Whether ``value`` is a real number (``numbers.Real``, numpy's too) but not a ``bool``."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def is_finite(value: Any) -> bool:
+    """A real number (:func:`is_real`) that is finite."""
+    return is_real(value) and math.isfinite(value)
 
 
 def positive_int(name: str, value: Any) -> None:
@@ -113,7 +119,7 @@ def positive_int(name: str, value: Any) -> None:
 
 
 def positive_float(name: str, value: Any) -> None:
-    if not (is_real(value) and value > 0):
+    if not (is_finite(value) and value > 0):
         raise ConfigError(f"{_flag(name)} must be a positive number, got {value}")
 
 
@@ -135,7 +141,7 @@ def whole_at_least(low: int, what: str = "") -> Check:
 def real_in(low: float, high: float, *, low_open: bool = False, high_open: bool = False, what: str = "") -> Check:
     """A finite number in the interval (``low_open``/``high_open`` exclude an end)."""
     def checked(name: str, value: Any) -> None:
-        ok = is_real(value) and (value > low if low_open else value >= low) and (
+        ok = is_finite(value) and (value > low if low_open else value >= low) and (
             value < high if high_open else value <= high)
         if not ok:
             interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
@@ -160,7 +166,7 @@ def check_device(name: str, value: Any) -> None:
 
 
 def check_lr_groups(name: str, value: Any) -> None:
-    bad = not isinstance(value, dict) or not value or any(not (is_real(v) and v >= 0) for v in value.values())
+    bad = not isinstance(value, dict) or not value or any(not (is_finite(v) and v >= 0) for v in value.values())
     if bad:
         raise ConfigError(f"--lr-groups takes GROUP=LR pairs with LR >= 0, such as g_a=1e-5 context=5e-5; got {value}")
 
@@ -172,9 +178,19 @@ def check_unfreeze(name: str, value: Any) -> None:
 
 
 def check_gamma_scales(name: str, value: Any) -> None:
-    bad = {k: v for k, v in dict(value).items() if not (is_real(v) and v > 0)}
+    bad = {k: v for k, v in dict(value).items() if not (is_finite(v) and v > 0)}
     if bad:
         raise ConfigError(f"--gamma-scale values must be positive numbers, got {bad}")
+
+
+def check_lambda_set(name: str, value: Any) -> None:
+    """Two or more distinct positive λ, kept sorted (a variable-rate model's rates)."""
+    if not isinstance(value, list) or not all(is_finite(v) for v in value):
+        raise ConfigError(f"--lambdas takes numbers such as 0.0018,0.0067,0.0483; got {value}")
+    values = sorted(float(v) for v in value)
+    if len(values) < 2 or len(set(values)) != len(values) or values[0] <= 0:
+        raise ConfigError(f"--lambdas needs two or more distinct positive values (one λ: --lambda), got {value}")
+    value[:] = values
 
 
 def check_step_epochs(name: str, value: Any) -> None:
@@ -236,6 +252,17 @@ def parse_pair(example: str) -> Callable[[str], tuple[str, float]]:
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {example}, got {text!r}") from None
     return parse
+
+
+def parse_floats(text: str) -> list[float]:
+    """``0.0018,0.0035`` -> ``[0.0018, 0.0035]``."""
+    try:
+        values = [float(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}")
+    return values
 
 
 def parse_names(text: str) -> list[str]:

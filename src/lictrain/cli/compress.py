@@ -4,6 +4,8 @@ Example::
 
     lictrain compress photo.png -o photo.lic --checkpoint outputs/run      # the run's best checkpoint
     lictrain compress photo.png --checkpoint model.safetensors --model mbt2018-mean --quality 3
+    lictrain compress photo.png -c outputs/vr-run --lambda 0.004        # a variable-rate model, any λ in range
+    lictrain compress photo.png -c outputs/vr-run --target-bpp 0.3      # the λ that gives 0.3 bpp
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("image", metavar="IMAGE", help="PNG, JPEG, WebP, BMP, TIFF or PPM (converted to RGB)")
     add_flag(p, "output", "-o", metavar="FILE", help="output .lic file (default: IMAGE with suffix .lic)")
     add_flag(p, "force", action="store_true", help="replace an existing output file")
+    rate = p.add_mutually_exclusive_group()
+    add_flag(rate, "lambda", dest="lmbda", type=float, metavar="X",
+             help="variable-rate models: code at λ=X (any value in the trained range; the file records it)")
+    add_flag(rate, "target_bpp", type=float, metavar="B",
+             help="variable-rate models: find the λ that codes this image at B bpp (within 2%%)")
     add_codec_flags(p)
     p.set_defaults(func=run)
     return p
@@ -48,11 +55,19 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output else Path(args.image).with_suffix(".lic")
     check_output(out, named=bool(args.output), force=args.force, inputs=[Path(args.image)])
     model, info = load_codec(args.checkpoint, args.device, model=args.model, quality=args.quality)
-    enc, height, width = compress_file(model, info, args.image, out)
+    lmbda, searched = args.lmbda, ""
+    if args.target_bpp is not None:
+        from lictrain.data import read_image
+        from lictrain.evaluation.rate_search import encode_at_bpp
+
+        found = encode_at_bpp(model, info, read_image(Path(args.image).expanduser()), args.target_bpp)
+        lmbda, searched = found.lmbda, f" (--target-bpp {args.target_bpp:g}: {found.encodes} encodes)"
+    enc, height, width = compress_file(model, info, args.image, out, lmbda=lmbda)
     bits = 8 * len(enc.data)
+    rate = f", λ={lmbda:.5g}{searched}" if lmbda is not None else ""
     print(f"wrote {out}: {len(enc.data)} bytes, {bits / (height * width):.4f} bpp "
           f"({width}x{height}, payload {8 * enc.payload_bytes / (height * width):.4f} bpp), "
-          f"{info.label}, encoded in {enc.encode_s:.2f} s")
+          f"{info.label}{rate}, encoded in {enc.encode_s:.2f} s")
     # The full path, after success (a failure stays one line): a run directory stands for its best
     # checkpoint, which retention may delete later; the file records only the name.
     log.info("coded with checkpoint %s (weights fingerprint %s); decode with that file: the .lic names it",

@@ -16,6 +16,7 @@ import logging
 from typing import Any
 
 from lictrain.cli.config_file import add_config_flags
+from lictrain.settings import parse_floats
 from lictrain.cli.common import add_flag
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="checkpoint files, run directories (their best checkpoint; RUN:latest for the latest) or .safetensors files")
     add_flag(p, "dataset", "-d", metavar="DIR",
              help="folder of images (its test/ subfolder if it has one) or one image; default: built-in test photos")
+    rates = p.add_mutually_exclusive_group()
+    add_flag(rates, "lambdas", type=parse_floats, metavar="L1,L2,...",
+             help="variable-rate checkpoints: code at these λ (default: the trained λ, one curve)")
+    add_flag(rates, "rates", type=int, metavar="N", help="variable-rate checkpoints: N log-spaced λ over the trained range")
     add_flag(p, "all_images", action="store_true",
              help="score every image of a flat --dataset folder, even when a checkpoint trained on it (default: "
                   "the test split that training held out)")
@@ -139,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
                 args.checkpoints, images, device=args.device, name=args.name, model=args.model, quality=args.quality,
                 bitstream_dir=None if args.no_bitstreams else out_dir / "bitstreams" / (args.name or "learned"),
                 estimate=args.estimate, on_image=progress, pad=args.pad, check_decode=args.check_decode,
+                rates=args.lambdas if args.lambdas is not None else args.rates,
                 description=f"lictrain eval on {source}" + (", official padding" if args.pad == "official" else ""),
             )
         curves.append(curve)

@@ -71,6 +71,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Explicit flags over defaults; on ``--resume``, over the checkpoint's saved config."""
     given: dict[str, Any] = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
     _compressai_habits(args, given)
+    if given.get("lambdas") is not None and given.get("lmbda") is not None:
+        from lictrain.errors import ConfigError
+
+        raise ConfigError("pass --lambda (one rate) or --lambdas (one variable-rate model for all of them), not both")
     if given.get("cautious_max_scale") == 0:
         given["cautious_max_scale"] = None
     recipe_name = given.get("recipe")

@@ -17,289 +17,32 @@ The encoder decodes its own streams once (``verify=True``) and stores the CRC32 
 reconstruction in the file, so a decoder that reproduces a different image (another
 device, another numeric library -- the classic failure of learned codecs) reports it as an
 error instead of handing over a garbage image.
+
+This module encodes and decodes; loading a checkpoint as a codec is
+:mod:`lictrain.evaluation.loading` and the pixel path :mod:`lictrain.evaluation.pixels`
+(their names are re-exported here).
 """
 
 from __future__ import annotations
 
-import hashlib
-import logging
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from lictrain.limits import max_pixels
-from lictrain.errors import BitstreamError, CheckpointError, ConfigError, LictrainError
+from lictrain.checkpoint.io import atomic_write
+from lictrain.data import read_image
+from lictrain.device import resolve_device  # noqa: F401 (re-exported: its old home)
+from lictrain.errors import BitstreamError, ConfigError, LictrainError
 from lictrain.evaluation import bitstream as bs
-
-log = logging.getLogger(__name__)
-
-#: state-dict entries derived by ``update()`` from the weights (not part of the fingerprint)
-_DERIVED_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length")
-
-
-@dataclass(frozen=True)
-class CodecInfo:
-    """What a loaded codec is.
-
-    Attributes:
-        model: registry name.
-        quality: ``--quality``.
-        fingerprint: 8 bytes of sha256 over the weights (:func:`weights_fingerprint`).
-        alignment: the input multiple the model needs (from the registry).
-        source: the file the weights came from.
-        epoch: the checkpoint's epoch, when known.
-        lmbda: the training λ, when known.
-        device: where the model runs.
-        pad: how images are padded to the model's input multiple (:data:`PAD_MODES`).
-        checkpoint: the weights file's name, recorded in the ``.lic`` files it writes (None: in memory).
-        run: the name of that file's run directory (lictrain checkpoints), else None.
-    """
-
-    model: str
-    quality: int
-    fingerprint: bytes
-    alignment: int
-    source: str
-    epoch: int | None = None
-    lmbda: float | None = None
-    device: str = "cpu"
-    pad: str = "replicate"  # see PAD_MODES
-    checkpoint: str | None = None
-    run: str | None = None
-
-    @property
-    def label(self) -> str:
-        """A short name for tables: ``model q<quality>[ λ=...][ ep<epoch>]``."""
-        parts = [f"{self.model} q{self.quality}"]
-        if self.lmbda is not None:
-            parts.append(f"λ={self.lmbda:g}")
-        if self.epoch is not None:
-            parts.append(f"ep{self.epoch}")
-        return " ".join(parts)
-
-
-def weights_fingerprint(model: torch.nn.Module) -> bytes:
-    """First 8 bytes of sha256 over the state dict in sorted key order (name, dtype, shape, bytes).
-
-    The entropy coder's CDF tables are left out: ``update()`` derives them from the weights.
-    """
-    h = hashlib.sha256()
-    state = model.state_dict()
-    for key in sorted(state):
-        if key.rsplit(".", 1)[-1] in _DERIVED_BUFFERS:
-            continue
-        t = state[key].detach().to("cpu").contiguous()
-        h.update(key.encode())
-        h.update(str(t.dtype).encode())
-        h.update(repr(tuple(t.shape)).encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.digest()[: bs.FINGERPRINT_BYTES]
-
-
-def resolve_device(name: str | torch.device) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is a ConfigError."""
-    if isinstance(name, torch.device):
-        return name
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda asked for, but no CUDA GPU is visible; use --device auto or cpu")
-    if name not in ("cpu",) and not name.startswith("cuda"):
-        raise ConfigError(f"--device must be auto, cpu or cuda, got {name!r}")
-    return torch.device(name)
-
-
-# --------------------------------------------------------------------------- loading
-
-
-def load_codec(
-    checkpoint_path: str | os.PathLike[str],
-    device: str | torch.device = "cpu",
-    *,
-    model: str | None = None,
-    quality: int | None = None,
-) -> tuple[torch.nn.Module, CodecInfo]:
-    """Build the model a checkpoint was trained as, load its weights, ``update()`` it, move it to ``device``.
-
-    Args:
-        checkpoint_path: a lictrain checkpoint, a run directory (its latest checkpoint), a
-            bare ``state_dict`` file, or a ``.safetensors`` file from ``lictrain export``.
-        device: ``"cpu"``, ``"cuda"``, ``"auto"`` or a :class:`torch.device`.
-        model, quality: the architecture, required for files that do not record it
-            (safetensors, bare state dicts); for a checkpoint they must agree with its config.
-
-    Returns:
-        ``(model, info)``: the model in eval mode with its CDF tables built, and a :class:`CodecInfo`.
-
-    Raises:
-        CheckpointError: missing, corrupt or unsafe file, or weights that do not fit the model.
-        ConfigError: model/quality missing or contradicting the checkpoint; unknown model; bad device.
-    """
-    from lictrain.checkpoint.weights import read_weights
-    from lictrain.models import build_model, get_spec
-
-    path = Path(checkpoint_path).expanduser()
-    dev = resolve_device(device)
-    state, ckpt, path = read_weights(path)
-    config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
-    name, q = config.get("model"), config.get("quality")
-    if name is None or q is None:
-        if model is None or quality is None:
-            what = "a safetensors file" if path.suffix == ".safetensors" else "this file"
-            raise ConfigError(
-                f"{path} does not record its architecture ({what} holds weights only); "
-                "pass --model NAME --quality Q (see lictrain models)"
-            )
-        name, q = model, quality
-    else:
-        if model is not None and model != name:
-            _accept_recorded_model(path, str(name), model)
-        if quality is not None and int(quality) != int(q):
-            raise ConfigError(f"--quality {quality} contradicts {path}, which was trained at quality {q}; drop --quality")
-    q = int(q)
-    bad = [k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
-           and not bool(torch.isfinite(v).all())]
-    if bad:  # NaN weights make the entropy coder's tables (and its loops) meaningless: refuse up front
-        raise CheckpointError(f"the weights in {path} hold NaN or infinite values ({bad[0]}, {len(bad)} tensor(s)): "
-                              "the run diverged; evaluate an earlier checkpoint or retrain with a lower --lr")
-    spec = get_spec(str(name))
-    net = build_model(spec.name, q)
-    try:
-        net.load_state_dict(state, strict=True)
-    except (RuntimeError, KeyError, ValueError) as exc:
-        first = str(exc).strip().splitlines()
-        detail = " ".join(line.strip() for line in first[:3])[:300]
-        raise CheckpointError(
-            f"the weights in {path} do not fit {spec.name} quality {q} ({detail}); "
-            "pass the --model/--quality they were trained with"
-        ) from exc
-    net.eval()
-    _check_entropy_ranges(net, path)
-    net.update(force=True)  # CDF tables built on the CPU: the same tables on every device
-    fingerprint = weights_fingerprint(net)
-    net.to(dev)
-    epoch = ckpt.get("epoch")
-    lmbda = config.get("lmbda")
-    run = path.resolve().parent.name if "model_state" in ckpt else None  # a lictrain checkpoint lives in its run
-    info = CodecInfo(
-        model=spec.name, quality=q, fingerprint=fingerprint, alignment=spec.alignment,
-        source=str(path),
-        epoch=int(epoch) if isinstance(epoch, int) else None,
-        lmbda=float(lmbda) if isinstance(lmbda, (int, float)) else None, device=str(dev),
-        checkpoint=bs.storable_name(path.name), run=bs.storable_name(run),
-    )
-    return net, info
-
-
-def _accept_recorded_model(path: Path, recorded: str, requested: str) -> None:
-    """Allow ``--model hpcm-base`` for weights recorded as its official variant (one log line says
-    so: the variant is the same architecture with the official code's s2 placement, the only one
-    those weights run correctly in); any other difference is a ConfigError."""
-    from lictrain.models.hpcm.official import official_variant
-
-    if official_variant(requested) != recorded:
-        raise ConfigError(f"--model {requested} contradicts {path}, which was trained as {recorded}; drop --model")
-    log.info("%s holds official HPCM weights: using %s (%s with the official code's s2 placement)",
-             path, recorded, requested)
-
-
-#: widest value range (in quantisation bins) a factorized entropy model may span; CompressAI's
-#: ``update()`` builds a CDF table that long per channel, so a diverged model's 1e20 would hang it
-MAX_ENTROPY_RANGE = 1 << 16
-
-
-#: largest latent magnitude a sane codec produces for a grey probe image; CompressAI's rANS
-#: encoder loops without end on symbols near the int32 limits
-MAX_PROBE_LATENT = 1e6
-
-
-def _check_entropy_ranges(net: torch.nn.Module, path: Path) -> None:
-    """Refuse weights of a diverged run: EntropyBottleneck quantiles over an absurd range, or an
-    analysis transform whose latent for a plain grey image is not finite or enormous (either
-    would hang CompressAI's table building or rANS encoder)."""
-    g_a = getattr(net, "g_a", None)
-    if isinstance(g_a, torch.nn.Module):
-        with torch.inference_mode():
-            latent = g_a(torch.full((1, 3, 64, 64), 0.5))
-        peak = latent.abs().max()
-        if not bool(torch.isfinite(peak)) or float(peak) > MAX_PROBE_LATENT:
-            raise CheckpointError(f"the weights in {path} give latents of {float(peak):.3g} for a grey image: the run "
-                                  "diverged; evaluate an earlier checkpoint or retrain with a lower --lr")
-    for name, module in net.named_modules():
-        quantiles = getattr(module, "quantiles", None)
-        if not isinstance(quantiles, torch.Tensor) or quantiles.dim() != 3 or quantiles.shape[-1] != 3:
-            continue
-        span = (quantiles[..., 2] - quantiles[..., 0]).detach().abs().max()
-        if not bool(torch.isfinite(span)) or float(span) > MAX_ENTROPY_RANGE:
-            raise CheckpointError(f"the entropy model {name} in {path} spans {float(span):.3g} quantisation bins: the "
-                                  "run diverged; evaluate an earlier checkpoint or retrain with a lower --lr")
-
-
-def codec_from_model(model: torch.nn.Module, name: str, quality: int, *, source: str = "<in memory>") -> CodecInfo:
-    """``update()`` an in-memory model and describe it (for tests, benchmarks and the trainer)."""
-    from lictrain.models import get_spec
-
-    spec = get_spec(name)
-    model.eval()
-    device = next(model.parameters()).device
-    model.to("cpu").update(force=True)
-    fingerprint = weights_fingerprint(model)
-    model.to(device)
-    return CodecInfo(name, int(quality), fingerprint, spec.alignment, source, device=str(device))
-
-
-# --------------------------------------------------------------------------- pixels
-
-
-#: padding protocols: ``replicate`` (default) pads on the right/bottom to the model's multiple by
-#: edge replication (the fewest extra pixels, no hard edge to code); ``official`` pads with zeros,
-#: centred, to a multiple of 256 -- the official HPCM test script's protocol, needed to reproduce
-#: its published numbers on images whose sides are not multiples of 256 (CLIC, Tecnick)
-PAD_MODES = ("replicate", "official")
-OFFICIAL_PAD_MULTIPLE = 256
-
-
-def pad_to(x: torch.Tensor, alignment: int, mode: str = "replicate") -> torch.Tensor:
-    """Pad a (N, C, H, W) batch to a multiple of ``alignment`` (``replicate``: right/bottom, edge
-    replication) or of ``max(alignment, 256)`` (``official``: zeros, centred)."""
-    h, w = x.shape[-2:]
-    if mode == "official":
-        multiple = max(alignment, OFFICIAL_PAD_MULTIPLE)
-        ph, pw = (-h) % multiple, (-w) % multiple
-        if ph == 0 and pw == 0:
-            return x
-        return F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode="constant", value=0.0)
-    ph, pw = (-h) % alignment, (-w) % alignment
-    if ph == 0 and pw == 0:
-        return x
-    return F.pad(x, (0, pw, 0, ph), mode="replicate")
-
-
-def to_input(pixels: torch.Tensor, alignment: int, device: torch.device | str, pad: str = "replicate") -> torch.Tensor:
-    """uint8 (3, H, W) -> padded float (1, 3, H', W') in [0, 1] on ``device``."""
-    if pixels.dtype != torch.uint8 or pixels.dim() != 3 or pixels.shape[0] != 3:
-        raise ValueError(f"expected a uint8 (3, H, W) image, got {pixels.dtype} {tuple(pixels.shape)}")
-    x = pixels.to(device).float().div_(255.0).unsqueeze(0)
-    return pad_to(x, max(1, alignment), pad)
-
-
-def to_uint8(x_hat: torch.Tensor, height: int, width: int, centred: bool = False) -> torch.Tensor:
-    """Decoder output (1, 3, H', W') -> cropped (the top-left, or the centre for centred padding),
-    clamped, rounded uint8 (3, H, W) on the CPU."""
-    if x_hat.dim() != 4 or x_hat.shape[0] != 1 or x_hat.shape[1] != 3:
-        raise BitstreamError(f"the decoder returned x_hat of shape {tuple(x_hat.shape)}, expected (1, 3, H, W)")
-    if x_hat.shape[-2] < height or x_hat.shape[-1] < width:
-        raise BitstreamError(
-            f"the decoder returned a {x_hat.shape[-1]}x{x_hat.shape[-2]} image for a {width}x{height} original"
-        )
-    top = (x_hat.shape[-2] - height) // 2 if centred else 0
-    left = (x_hat.shape[-1] - width) // 2 if centred else 0
-    out = x_hat[0, :, top : top + height, left : left + width].float().clamp(0.0, 1.0).mul(255.0).round()
-    return out.to(torch.uint8).cpu().contiguous()
+from lictrain.evaluation.loading import (  # noqa: F401 (re-exported)
+    MAX_ENTROPY_RANGE, MAX_PROBE_LATENT, CodecInfo, codec_from_model, load_codec, weights_fingerprint)
+from lictrain.evaluation.pixels import (  # noqa: F401 (re-exported)
+    OFFICIAL_PAD_MULTIPLE, PAD_MODES, pad_to, to_input, to_uint8)
+from lictrain.limits import max_pixels
+from lictrain.models.gains import rate_gains, set_gain
 
 
 def _sync(device: torch.device | str) -> None:
@@ -330,7 +73,7 @@ class Encoded:
 
 
 def encode_image(model: torch.nn.Module, info: CodecInfo, pixels: torch.Tensor, *, verify: bool = True,
-                 name_checkpoint: bool = True) -> Encoded:
+                 name_checkpoint: bool = True, lmbda: float | None = None) -> Encoded:
     """Compress a uint8 (3, H, W) image into ``.lic`` bytes.
 
     With ``verify`` the encoder decodes its own streams once and stores the CRC32 of that
@@ -338,10 +81,16 @@ def encode_image(model: torch.nn.Module, info: CodecInfo, pixels: torch.Tensor, 
     records ``info.checkpoint`` and ``info.run`` (when known), so a decoder given other weights can
     say which file it needs.
 
+    ``lmbda``: the rate of a variable-rate model (required there, refused for a fixed-rate one);
+    the file records it, so decoding needs no rate.
+
     Raises:
         BitstreamError: the model's streams are not CompressAI rANS streams of one image (no
             decoder here could read them back).
+        ConfigError: a rate missing for a variable-rate model, given to a fixed-rate one, or outside
+            the trained range.
     """
+    gain = use_rate(model, lmbda)
     device = torch.device(info.device)
     height, width = int(pixels.shape[1]), int(pixels.shape[2])
     with torch.inference_mode():
@@ -362,7 +111,7 @@ def encode_image(model: torch.nn.Module, info: CodecInfo, pixels: torch.Tensor, 
     checkpoint, run = (info.checkpoint, info.run) if name_checkpoint and info.checkpoint else (None, None)
     data = bs.pack(model=info.model, quality=info.quality, fingerprint=info.fingerprint, height=height,
                    width=width, shape=shape, strings=strings, recon_crc=crc, centred=info.pad == "official",
-                   checkpoint=checkpoint, run=run)
+                   checkpoint=checkpoint, run=run, gain=gain, lmbda=lmbda if gain is not None else None)
     encode_s += time.perf_counter() - t2
     problem = bs.rans_problem(strings)
     if problem is not None:  # a file no decoder here could read back: refuse to write it
@@ -370,6 +119,35 @@ def encode_image(model: torch.nn.Module, info: CodecInfo, pixels: torch.Tensor, 
                              f"one image ({problem}); a .lic file holds nothing else")
     payload = sum(len(s) for group in strings for s in group)
     return Encoded(data, payload, recon, encode_s, verify_s)
+
+
+def use_rate(model: torch.nn.Module, lmbda: float | None) -> float | None:
+    """Set a variable-rate model's gain for ``lmbda``; the gain as stored (float32), None for a fixed-rate model."""
+    gains = rate_gains(model)
+    if gains is None:
+        if lmbda is not None:
+            raise ConfigError(f"λ={lmbda:g} given, but this is a fixed-rate model (trained at one λ): drop the rate, "
+                              "or train a variable-rate one with --lambdas")
+        return None
+    if lmbda is None:
+        low, high = gains.range
+        raise ConfigError(f"this is a variable-rate model (λ {low:g}..{high:g}): pass --lambda X in that range "
+                          "or --target-bpp B")
+    with torch.no_grad():
+        gain = float(torch.tensor(float(gains.gain_at(lmbda)), dtype=torch.float32))  # exactly what the file stores
+    set_gain(model, torch.tensor(gain, dtype=torch.float32, device=gains.log_gains.device))
+    return gain
+
+
+def decode_rate(model: torch.nn.Module, stream: bs.Bitstream, what: str) -> None:
+    """Set the gain ``stream`` was coded with (a variable-rate model's file carries it)."""
+    gains = rate_gains(model)
+    if (gains is None) != (stream.gain is None):
+        kind = "a variable-rate model's rate" if stream.gain is not None else "no rate (a fixed-rate model's file)"
+        raise BitstreamError(f"{what} carries {kind}, but the checkpoint given is "
+                             f"{'fixed' if gains is None else 'variable'}-rate: decode with the checkpoint that coded it")
+    if gains is not None:
+        set_gain(model, torch.tensor(stream.gain, dtype=torch.float32, device=gains.log_gains.device))
 
 
 @dataclass(frozen=True)
@@ -453,6 +231,7 @@ def decode_bytes(model: torch.nn.Module, info: CodecInfo, data: bytes, *, what: 
     check_compatible(stream, info, what)
     bs.check_consistent(stream, info.alignment, limit=max_pixels(), what=what)
     bs.check_rans_streams(stream, what)
+    decode_rate(model, stream, what)
     try:
         with torch.inference_mode():
             x_hat = model.decompress(_safe_strings(stream), stream.shape)["x_hat"]
@@ -488,12 +267,11 @@ def with_reconstruction_crc(stream: bs.Bitstream, pixels: torch.Tensor) -> bytes
 
 
 def compress_file(model: torch.nn.Module, info: CodecInfo, image_path: str | os.PathLike[str],
-                  out_path: str | os.PathLike[str]) -> tuple[Encoded, int, int]:
-    """Encode an image file to a ``.lic`` file; returns (encoded, height, width)."""
-    from lictrain.data import read_image
-
+                  out_path: str | os.PathLike[str], lmbda: float | None = None) -> tuple[Encoded, int, int]:
+    """Encode an image file to a ``.lic`` file (at ``lmbda`` for a variable-rate model); returns
+    (encoded, height, width)."""
     pixels = read_image(Path(image_path).expanduser())
-    enc = encode_image(model, info, pixels, verify=True)
+    enc = encode_image(model, info, pixels, verify=True, lmbda=lmbda)
     out = Path(out_path).expanduser()
     _write_bytes(out, enc.data)
     return enc, int(pixels.shape[1]), int(pixels.shape[2])
@@ -513,8 +291,6 @@ def read_bitstream_file(path: str | os.PathLike[str]) -> bytes:
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
-    from lictrain.checkpoint.io import atomic_write
-
     if path.is_dir():
         raise ConfigError(f"-o {path} is a directory; give a file name")
     try:

@@ -28,12 +28,13 @@ from lictrain.data import NamedImage, load_builtin
 from lictrain.data.images import list_images, load_images
 from lictrain.data.loaders import load_test_images
 from lictrain.data.sources import LIST_SUFFIXES, is_shard_dataset
-from lictrain.errors import CheckpointError, DataError
+from lictrain.errors import CheckpointError, ConfigError, DataError
 from lictrain.evaluation.codec import decode_bytes, encode_image, with_reconstruction_crc
 from lictrain.evaluation.loading import CodecInfo, load_codec
 from lictrain.evaluation.pixels import to_input
 from lictrain.evaluation.metrics import bpp, ms_ssim_uint8, psnr_uint8
 from lictrain.evaluation.results import CurveResult, ImageResult, PointResult, safe_name
+from lictrain.models.gains import rate_gains
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ def evaluate_codec(
     estimate: bool = False,
     on_image: OnImage | None = None,
     check_decode: bool = False,
+    lmbda: float | None = None,
 ) -> PointResult:
     """Evaluate one loaded codec on ``images`` with real bitstreams.
 
@@ -106,6 +108,7 @@ def evaluate_codec(
         estimate: also run a forward pass for the estimated bpp.
         on_image: called after each image (progress).
         check_decode: decode twice (encoder and decoder) and record whether the pixels agree.
+        lmbda: the rate of a variable-rate model (see :func:`rates_to_code`).
 
     Raises:
         BitstreamError: a stream the model cannot decode, or a mismatching checkpoint.
@@ -120,7 +123,7 @@ def evaluate_codec(
         h, w = im.height, im.width
         # No checkpoint name in the file: eval measures the codec (the name is metadata that would add
         # its length to every bpp; the results name the checkpoint), and its files stay version 1.
-        enc = encode_image(model, info, im.pixels, verify=check_decode, name_checkpoint=False)
+        enc = encode_image(model, info, im.pixels, verify=check_decode, name_checkpoint=False, lmbda=lmbda)
         what = f"the bitstream of {im.name}"
         dec = decode_bytes(model, info, enc.data, what=what, strict=False)
         data = enc.data if check_decode else with_reconstruction_crc(dec.stream, dec.pixels)
@@ -156,6 +159,7 @@ def evaluate_checkpoints(
     description: str = "",
     pad: str = "replicate",
     check_decode: bool = False,
+    rates: Sequence[float] | int | None = None,
 ) -> CurveResult:
     """Evaluate several checkpoints (one R-D point each) as one curve.
 
@@ -166,6 +170,8 @@ def evaluate_checkpoints(
         model, quality: for weights-only files (safetensors, bare state dicts).
         bitstream_dir: keep the ``.lic`` files under ``<dir>/<point index>-<label>/``.
         estimate, check_decode: the optional passes (see the module docstring).
+        rates: for a variable-rate checkpoint, the λ to code (one point each): ``None`` its
+            trained λ, an int N that many log-spaced over its range, or a list of λ.
 
     Raises:
         CheckpointError, ConfigError, BitstreamError: see :func:`load_codec` and :func:`evaluate_codec`.
@@ -175,14 +181,40 @@ def evaluate_checkpoints(
     for i, ckpt in enumerate(checkpoints):
         net, info = load_codec(ckpt, device, model=model, quality=quality)
         info = dataclasses.replace(info, pad=pad)
-        sub = None
-        if bitstream_dir is not None:
-            sub = Path(bitstream_dir) / f"{i:02d}-{safe_name(info.label.replace(' ', '-'))}"
-        points.append(evaluate_codec(net, info, images, bitstream_dir=sub, estimate=estimate, on_image=on_image,
-                                     check_decode=check_decode))
+        for lmbda in rates_to_code(net, rates):
+            point_info = info if lmbda is None else dataclasses.replace(info, lmbda=lmbda)
+            sub = None
+            if bitstream_dir is not None:
+                sub = Path(bitstream_dir) / f"{len(points):02d}-{safe_name(point_info.label.replace(' ', '-'))}"
+            points.append(evaluate_codec(net, point_info, images, bitstream_dir=sub, estimate=estimate,
+                                         on_image=on_image, check_decode=check_decode, lmbda=lmbda))
         del net
     curve_name = name or (points[0].params["model"] if points else "learned")
     return CurveResult(curve_name, "learned", points, description, [im.name for im in images])
+
+
+def rates_to_code(model: torch.nn.Module, rates: Sequence[float] | int | None) -> list[float | None]:
+    """The λ at which to code ``model``: ``[None]`` for a fixed-rate model (its one rate); for a
+    variable-rate one its trained λ (``rates`` None), ``rates`` log-spaced λ (an int), or ``rates``.
+
+    Raises:
+        ConfigError: rates for a fixed-rate model, fewer than 2 log-spaced rates, a λ out of range.
+    """
+    gains = rate_gains(model)
+    if gains is None:
+        if rates is not None:
+            raise ConfigError("--lambdas/--rates choose the rates of a variable-rate checkpoint; this one has one rate")
+        return [None]
+    low, high = gains.range
+    if rates is None:
+        return [gains.lambda_of(k) for k in range(gains.count)]
+    if isinstance(rates, int):
+        if rates < 2:
+            raise ConfigError(f"--rates must be 2 or more (log-spaced λ over {low:g}..{high:g}), got {rates}")
+        return [math.exp(math.log(low) + (math.log(high) - math.log(low)) * k / (rates - 1)) for k in range(rates)]
+    for lmbda in rates:
+        gains.gain_at(lmbda)  # a λ outside the trained range: its one-line error now, not mid-evaluation
+    return sorted(float(v) for v in rates)
 
 
 def _same_path(a: Path, b: str) -> bool:

@@ -17,20 +17,14 @@ from lictrain.config import TrainConfig
 from lictrain.data import CenterCropDataset, LoaderSettings, load_test_crops, train_loader
 from lictrain.data.shards import ShardLoader
 from lictrain.data.stream import CropLoader
+from lictrain.device import resolve_device  # noqa: F401 (re-exported: its old home)
 from lictrain.errors import CheckpointError, ConfigError
 from lictrain.losses import RateDistortionLoss
+from lictrain.models.gains import lambdas_in_state, make_variable_rate, rate_gains
 from lictrain.training.distributed import DistInfo
+from lictrain.training.variable_rate import VariableRateStrategy
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda asked for, but no CUDA GPU is visible; use --device auto or cpu")
-    return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:
@@ -81,6 +75,12 @@ def check_alignment(cfg: TrainConfig, alignment: int) -> None:
                               f"use {max(alignment, size // alignment * alignment)}")
 
 
+def same_rates(model: torch.nn.Module, lambdas: list[float]) -> bool:
+    """Whether ``model`` already has gains for exactly ``lambdas`` (a variable-rate --pretrained)."""
+    gains = rate_gains(model)
+    return gains is not None and [round(v, 12) for v in gains.lambdas.tolist()] == [round(v, 12) for v in lambdas]
+
+
 def load_pretrained_weights(model: torch.nn.Module, path: str, model_name: str | None = None) -> None:
     """Load weights only (fine-tuning) from a lictrain checkpoint, a CompressAI or official HPCM
     checkpoint, a state dict or safetensors.
@@ -91,6 +91,9 @@ def load_pretrained_weights(model: torch.nn.Module, path: str, model_name: str |
     from lictrain.checkpoint.weights import load_weights
 
     weights = load_weights(path)
+    trained_rates = lambdas_in_state(weights.state)
+    if trained_rates is not None:  # a variable-rate checkpoint: its gains join the model first
+        make_variable_rate(model, trained_rates)
     if model_name and weights.model and weights.model != model_name:
         raise CheckpointError(f"{weights.file} holds {weights.model} weights, not {model_name}; "
                               f"pass --model {weights.model} (or leave --model out with --pretrained)")
@@ -124,13 +127,17 @@ def build_parts(cfg: TrainConfig, device: torch.device, dist: DistInfo, alignmen
     model = build_model(cfg.model, cfg.quality).to(device)
     if cfg.pretrained:
         load_pretrained_weights(model, cfg.pretrained, cfg.model)
+    if cfg.lambdas is not None and not same_rates(model, cfg.lambdas):
+        make_variable_rate(model, cfg.lambdas)  # from scratch, or QVRF's route from fixed-rate weights
     if dist.enabled:
         torch.manual_seed(cfg.seed + 7919 * dist.rank)  # each rank its own quantisation noise
     trained = apply_speed_levers(model, cfg, device)
     if dist.enabled:
         trained = DistributedDataParallel(trained, device_ids=[device.index] if device.type == "cuda" else None)
-    criterion = RateDistortionLoss(cfg.lmbda, cfg.metric)
+    criterion = RateDistortionLoss(cfg.lmbda if cfg.lambdas is None else cfg.lambdas[0], cfg.metric)
     net_params, aux_params = split_parameters(model)
     aux_optimizer = build_aux_optimizer(aux_params, cfg.aux_lr)
     strategy = build_strategy(cfg, trained, model, criterion, net_params, aux_optimizer, alignment, device, dist)
+    if cfg.lambdas is not None:
+        strategy = VariableRateStrategy(strategy, model, criterion, cfg.seed)
     return TrainingParts(model, trained, criterion, aux_optimizer, strategy)

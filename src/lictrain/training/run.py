@@ -23,6 +23,7 @@ from lictrain.config import TrainConfig
 from lictrain.data import load_test_crops
 from lictrain.errors import ConfigError
 from lictrain.models import get_spec
+from lictrain.models.gains import rate_gains
 from lictrain.schedules.lr import LRSchedule
 from lictrain.training.batch_size import auto_batch_size
 from lictrain.training.budget import BudgetClock, BudgetPlan, plan_budget
@@ -39,6 +40,7 @@ from lictrain.training.state import TrainState
 from lictrain.training.step_log import StepLog
 from lictrain.training.steps import StepOutcome
 from lictrain.training.stopping import StopCallback, StopSignals
+from lictrain.training.variable_rate import test_at_rates
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +204,9 @@ class Run:
         """Test the model; the epoch's row (also recorded and printed)."""
         p, cfg = self.progress, self.cfg
         check_in_sync(self.model, self.dist, self.strategy.sync_tensor())
-        test = test_epoch(self.model, self.parts.criterion, self.test_loader, self.device)  # same on every rank
+        gains = rate_gains(self.model)  # a variable-rate model is tested at every trained λ
+        test = (test_epoch(self.model, self.parts.criterion, self.test_loader, self.device) if gains is None
+                else test_at_rates(self.model, self.parts.criterion, self.test_loader, self.device, gains))
         loss = test.values["loss"]
         self.lr.end_epoch(loss)
         schedule_values = self.strategy.epoch_values()

@@ -36,6 +36,14 @@ def default_scale_table(low: float = SCALE_BOUND, high: float = 64.0, levels: in
     return torch.exp(torch.linspace(math.log(low), math.log(high), levels))
 
 
+def scale_table_up_to(high: float) -> torch.Tensor:
+    """:func:`default_scale_table` extended to ``high`` at the same density of levels (a variable-rate
+    model codes ``σ·g``: its largest gain times the largest scale must not clip)."""
+    high = max(high, 64.0)
+    levels = round(128 * math.log(high / SCALE_BOUND) / math.log(64.0 / SCALE_BOUND))
+    return default_scale_table(high=high, levels=levels)
+
+
 def gg_likelihood(residual: torch.Tensor, scale: torch.Tensor, beta: float = BETA) -> torch.Tensor:
     """Probability mass of the unit bin around ``residual`` under GG(0, ``scale``, ``beta``).
 

@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from lictrain.models.hpcm.context import FIRST_STEP, ContextConfig, HierarchicalContext
-from lictrain.models.hpcm.entropy import GeneralizedGaussianConditional, GeneralizedGaussianPrior
+from lictrain.models.hpcm.entropy import GeneralizedGaussianConditional, GeneralizedGaussianPrior, scale_table_up_to
+from lictrain.models.gains import RateGains, gain_margin
 from lictrain.models.hpcm.layers import PConvResBlock, down2x2, down4x4, up2x2, up4x4
 from lictrain.models.registry import register_model
 
@@ -99,41 +100,46 @@ class _QuantizeCoder:
     expression the encoder uses, so eval ``forward`` and ``compress`` give identical ŷ.
     """
 
-    def __init__(self, y_levels: list[torch.Tensor], training: bool) -> None:
+    def __init__(self, y_levels: list[torch.Tensor], training: bool, gain: torch.Tensor | None = None) -> None:
         self.y = y_levels
         self.training = training
+        self.gain = gain  # QVRF: round((y - μ)·g)/g + μ (models/gains.py); None: g = 1
         self.params: list[torch.Tensor | None] = [None] * len(y_levels)  # masked (scales, means) per scale
 
     def __call__(self, level: int, scales: torch.Tensor, means: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         step_params = torch.cat((scales, means), 1) * mask.repeat(1, 2, 1, 1)
         acc = self.params[level]
         self.params[level] = step_params if acc is None else acc + step_params
-        y = self.y[level]
+        y, g = self.y[level], self.gain
         if self.training:
             with torch.no_grad():
-                d = y - means
+                d = y - means if g is None else (y - means) * g
                 offset = torch.round(d) - d
-            return (y + offset) * mask
-        return (torch.round((y - means) * mask) + means) * mask
+            return (y + (offset if g is None else offset / g)) * mask
+        if g is None:
+            return (torch.round((y - means) * mask) + means) * mask
+        return (torch.round((y - means) * g * mask) / g + means) * mask
 
 
 class _EncodeCoder:
     """Step coder of ``compress``: rounds like eval ``forward`` and feeds one rANS stream per image."""
 
-    def __init__(self, y_levels: list[torch.Tensor], gg: GeneralizedGaussianConditional) -> None:
+    def __init__(self, y_levels: list[torch.Tensor], gg: GeneralizedGaussianConditional,
+                 gain: torch.Tensor | None = None) -> None:
         from compressai.ans import BufferedRansEncoder
 
-        self.y, self.gg = y_levels, gg
+        self.y, self.gg, self.gain = y_levels, gg, gain
         self.encoders = [BufferedRansEncoder() for _ in range(y_levels[0].shape[0])]
 
     def __call__(self, level: int, scales: torch.Tensor, means: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        q = torch.round((self.y[level] - means) * mask)
-        indexes = self.gg.build_indexes(scales)
+        g = self.gain
+        q = torch.round((self.y[level] - means) * (mask if g is None else g * mask))
+        indexes = self.gg.build_indexes(scales if g is None else scales * g)
         cdfs, lengths, offsets = self.gg.tables()
         for b, encoder in enumerate(self.encoders):
             encoder.encode_with_indexes(q[b].masked_select(mask[0]).int().tolist(),
                                         indexes[b].masked_select(mask[0]).tolist(), cdfs, lengths, offsets)
-        return (q + means) * mask
+        return (q + means) * mask if g is None else (q / g + means) * mask
 
     def flush(self) -> list[bytes]:
         return [encoder.flush() for encoder in self.encoders]
@@ -142,10 +148,11 @@ class _EncodeCoder:
 class _DecodeCoder:
     """Step coder of ``decompress``: decodes the symbols the encoder wrote, in the same order."""
 
-    def __init__(self, strings: list[bytes], gg: GeneralizedGaussianConditional) -> None:
+    def __init__(self, strings: list[bytes], gg: GeneralizedGaussianConditional,
+                 gain: torch.Tensor | None = None) -> None:
         from compressai.ans import RansDecoder
 
-        self.gg = gg
+        self.gg, self.gain = gg, gain
         self.decoders = []
         for s in strings:
             decoder = RansDecoder()
@@ -153,13 +160,14 @@ class _DecodeCoder:
             self.decoders.append(decoder)
 
     def __call__(self, level: int, scales: torch.Tensor, means: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        indexes = self.gg.build_indexes(scales)
+        g = self.gain
+        indexes = self.gg.build_indexes(scales if g is None else scales * g)
         cdfs, lengths, offsets = self.gg.tables()
         q = torch.zeros_like(means)
         for b, decoder in enumerate(self.decoders):
             values = decoder.decode_stream(indexes[b].masked_select(mask[0]).tolist(), cdfs, lengths, offsets)
             q[b].masked_scatter_(mask[0], torch.tensor(values, dtype=q.dtype, device=q.device))
-        return (q + means) * mask
+        return (q + means) * mask if g is None else (q / g + means) * mask
 
 
 class HPCM(nn.Module):
@@ -188,6 +196,15 @@ class HPCM(nn.Module):
         self.context = HierarchicalContext(cfg.context, s2_placement)
         self.y_gg = GeneralizedGaussianConditional()
         self.z_prior = GeneralizedGaussianPrior(cfg.hyper)
+        self.rate_gains: RateGains | None = None  # variable rate (make_variable_rate)
+        self.gain: torch.Tensor | None = None  # the rate in use (models.gains.at_rate); not saved
+
+    def make_variable_rate(self, lambdas: list[float]) -> None:
+        """One gain per λ of ``lambdas`` (QVRF); the y scale table grows by the largest gain
+        expected (``σ·g`` must not clip at the table's end)."""
+        self.rate_gains = RateGains(lambdas).to(self.y_gg.scale_table.device)
+        self.y_gg.scale_table = scale_table_up_to(64.0 * gain_margin(lambdas)).to(self.y_gg.scale_table)
+        self.y_gg.cdfs = None  # rebuilt by update()
 
     @staticmethod
     def _pad(x: torch.Tensor) -> torch.Tensor:
@@ -201,8 +218,9 @@ class HPCM(nn.Module):
         y = self.g_a(self._pad(x))
         z_hat, z_lik = self.z_prior(self.h_a(y))
         lat = self.context.lattice(y.shape[-2], y.shape[-1], y.device)
-        coder = _QuantizeCoder(lat.pyramid(y), self.training)
-        y_hat = self.context.run(self.h_s(z_hat), coder)
+        g = self.gain
+        coder = _QuantizeCoder(lat.pyramid(y), self.training, g)
+        y_hat = self.context.run(self.h_s(z_hat), coder)  # the context reads the de-gained ŷ: one model, every rate
         x_hat = self.g_s(y_hat)[..., :h, :w]
 
         # Assemble scales and means on the full grid (each latent was coded exactly once).
@@ -210,9 +228,9 @@ class HPCM(nn.Module):
         for level in (1, 2):
             params = lat.refine(params, level) + coder.params[level]
         scales, means = params.chunk(2, 1)
-        res = y - means
+        res = y - means if g is None else (y - means) * g
         res = res + torch.empty_like(res).uniform_(-0.5, 0.5) if self.training else torch.round(res)
-        y_lik = self.y_gg.likelihood(res, scales)
+        y_lik = self.y_gg.likelihood(res, scales if g is None else scales * g)
 
         steps, b = lat.step_maps[2], y.shape[0]
         split = {
@@ -242,7 +260,7 @@ class HPCM(nn.Module):
         y = self.g_a(self._pad(x))
         z_strings, z_hat = self.z_prior.compress(self.h_a(y))
         lat = self.context.lattice(y.shape[-2], y.shape[-1], y.device)
-        coder = _EncodeCoder(lat.pyramid(y), self.y_gg)
+        coder = _EncodeCoder(lat.pyramid(y), self.y_gg, self.gain)
         self.context.run(self.h_s(z_hat), coder)
         return {"strings": [coder.flush(), z_strings], "shape": tuple(x.shape[-2:])}
 
@@ -252,7 +270,7 @@ class HPCM(nn.Module):
         h, w = shape
         hp, wp = h + (-h) % PAD_MULTIPLE, w + (-w) % PAD_MULTIPLE
         z_hat = self.z_prior.decompress(strings[1], (hp // 64, wp // 64))
-        y_hat = self.context.run(self.h_s(z_hat), _DecodeCoder(strings[0], self.y_gg))
+        y_hat = self.context.run(self.h_s(z_hat), _DecodeCoder(strings[0], self.y_gg, self.gain))
         return {"x_hat": self.g_s(y_hat)[..., :h, :w].clamp(0, 1)}
 
 

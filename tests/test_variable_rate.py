@@ -1,0 +1,163 @@
+"""Variable rate (issue 25): QVRF gains, training at λ drawn per step, rates in the .lic file."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from lictrain.cli.main import main
+from lictrain.config import TrainConfig
+from lictrain.errors import BitstreamError, ConfigError
+from lictrain.evaluation.bitstream import pack, unpack
+from lictrain.models import build_model
+from lictrain.models.gains import RateGains, lambdas_in_state, make_variable_rate, rate_gains, set_gain
+from lictrain.tracking.records import read_metrics
+from lictrain.training.variable_rate import rate_index
+
+warnings.filterwarnings("ignore", message=".*torch.jit.script.*")
+LAMBDAS = [0.0018, 0.0067, 0.0483]
+
+
+def test_gains_start_at_qvrf_values_and_interpolate_geometrically() -> None:
+    gains = RateGains([0.0483, 0.0018, 0.0067])  # sorted on the way in
+    assert gains.range == (0.0018, 0.0483)
+    expected = [math.sqrt(v / 0.0018) for v in LAMBDAS]
+    assert [float(gains.gain(k)) for k in range(3)] == pytest.approx(expected, rel=1e-6)
+    assert float(gains.gain_at(0.0067)) == pytest.approx(expected[1], rel=1e-6)
+    between = math.sqrt(0.0018 * 0.0067)  # halfway in log λ: the geometric mean of the two gains
+    assert float(gains.gain_at(between)) == pytest.approx(math.sqrt(expected[0] * expected[1]), rel=1e-6)
+    with pytest.raises(ConfigError, match="outside this model's trained range 0.0018..0.0483"):
+        gains.gain_at(0.1)
+    for bad in ([0.01], [0.01, 0.01], [-1.0, 0.01]):
+        with pytest.raises(ConfigError, match="--lambdas"):
+            RateGains(bad)
+
+
+def _bits(out: dict) -> float:
+    return sum(float(torch.log2(lik).sum().neg()) for lik in out["likelihoods"].values())
+
+
+@pytest.mark.parametrize("name", ["hpcm-tiny", "bmshj2018-hyperprior", "mbt2018-mean"])
+def test_a_gained_model_codes_every_rate_and_gain_one_is_the_fixed_model(name: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(name, 1).eval()
+    x = torch.rand(1, 3, 128, 128)
+    model.update(force=True)
+    fixed = model(x)["x_hat"]
+    params = sum(p.numel() for p in model.parameters())
+    make_variable_rate(model, LAMBDAS)
+    model.update(force=True)
+    assert sum(p.numel() for p in model.parameters()) - params == 3 < 1e-3 * params  # under 0.1% extra
+    set_gain(model, torch.tensor(1.0))
+    assert torch.equal(model(x)["x_hat"], fixed)
+    rates = []
+    for gain in (1.0, 2.0, 4.0, 8.0):
+        set_gain(model, torch.tensor(gain))
+        out = model(x)
+        enc = model.compress(x)
+        dec = model.decompress(enc["strings"], enc["shape"])["x_hat"]
+        assert torch.equal(dec, out["x_hat"].clamp(0, 1))  # the decoder reads the de-gained latent
+        real = 8 * sum(len(s) for group in enc["strings"] for s in group)
+        rates.append(real)
+        if gain <= 4:  # an untrained model at a large gain sends outliers to the coder's escape path
+            assert abs(real - _bits(out)) < 0.05 * _bits(out) + 128  # near the estimate (+ each stream's flush)
+    assert rates == sorted(rates) and rates[-1] > rates[0]  # untrained: small gains may all round to zero
+
+
+def test_bpp_rises_strictly_over_64_log_spaced_lambdas() -> None:
+    torch.manual_seed(0)
+    model = make_variable_rate(build_model("hpcm-tiny", 1).eval(), LAMBDAS)
+    gains = rate_gains(model)
+    x = torch.rand(1, 3, 64, 64)
+    bits = []
+    for k in range(64):
+        lmbda = math.exp(math.log(0.0018) + (math.log(0.0483) - math.log(0.0018)) * k / 63)
+        set_gain(model, gains.gain_at(lmbda).detach())
+        with torch.no_grad():
+            bits.append(_bits(model(x)))
+    assert all(b > a for a, b in zip(bits, bits[1:]))
+
+
+def test_models_that_cannot_take_gains_say_why() -> None:
+    with pytest.raises(ConfigError, match="one learned density per channel"):
+        make_variable_rate(build_model("bmshj2018-factorized", 1), LAMBDAS)
+    with pytest.raises(ConfigError, match="autoregressive context"):
+        make_variable_rate(build_model("mbt2018", 1), LAMBDAS)
+
+
+def test_lambda_draws_are_a_pure_function_of_seed_and_step() -> None:
+    draws = [rate_index(0, step, 3) for step in range(600)]
+    assert draws == [rate_index(0, step, 3) for step in range(600)]
+    assert draws != [rate_index(1, step, 3) for step in range(600)]
+    assert all(150 < draws.count(k) < 250 for k in range(3))  # uniform
+
+
+def test_settings_of_a_variable_rate_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = TrainConfig(lambdas=[0.0483, 0.0018]).validate()
+    assert cfg.lambdas == [0.0018, 0.0483] and cfg.lmbda is None
+    with pytest.raises(ConfigError, match="same-batch"):
+        TrainConfig(lambdas=LAMBDAS, use_balanced=True, balanced_update="next-batch").validate()
+    with pytest.raises(ConfigError, match="two or more distinct"):
+        TrainConfig(lambdas=[0.01]).validate()
+    assert main(["train", "--lambda", "0.01", "--lambdas", "0.001,0.01", "--save-path", str(tmp_path / "r")]) == 2
+    assert "not both" in capsys.readouterr().err
+
+
+def test_a_rate_in_the_lic_header_and_old_files_unchanged() -> None:
+    fields = dict(model="hpcm-tiny", quality=1, fingerprint=b"12345678", height=5, width=6, shape=(1, 2),
+                  strings=[[b"abcd"]])
+    coded = unpack(pack(**fields, gain=2.5, lmbda=0.004))
+    assert coded.gain == 2.5 and coded.lmbda == pytest.approx(0.004)
+    plain = pack(**fields)
+    assert plain[4] == 1 and unpack(plain).gain is None  # a file without a rate stays version 1
+    for gain in (0.0, -1.0, math.inf, 1e9):
+        with pytest.raises(ValueError):
+            pack(**fields, gain=gain)
+    forged = bytearray(pack(**fields, gain=2.5, lmbda=0.004))
+    at = forged.index(bytes.fromhex("40200000"))  # 2.5 as float32
+    forged[at:at + 4] = bytes.fromhex("7f800000")  # inf
+    import zlib
+
+    forged[-4:] = zlib.crc32(bytes(forged[:-4])).to_bytes(4, "big")
+    with pytest.raises(BitstreamError, match="rate gain"):
+        unpack(bytes(forged))
+
+
+@pytest.mark.slow
+def test_train_compress_decompress_and_eval_a_variable_rate_model(image_folder: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "vr"
+    argv = ["train", "--dataset", str(image_folder), "--model", "bmshj2018-hyperprior", "--patch-size", "64",
+            "--test-patch-size", "64", "--batch-size", "2", "--epoch-size", "4", "--test-batch-size", "2",
+            "--wandb-mode", "disabled", "--no-final-eval", "--lambdas", "0.002,0.02", "--epochs", "2",
+            "--save-path", str(run)]
+    assert main(argv) == 0
+    rows = read_metrics(run)
+    assert {"loss@0.002", "loss@0.02", "psnr@0.002", "bpp@0.02"} <= set(rows[-1])
+    assert rows[-1]["loss"] == pytest.approx((rows[-1]["loss@0.002"] + rows[-1]["loss@0.02"]) / 2)
+    assert rows[-1]["bpp@0.02"] > rows[-1]["bpp@0.002"]
+    record = json.loads((run / "run.json").read_text())
+    assert record["config"]["lambdas"] == [0.002, 0.02] and record["config"]["lmbda"] is None
+    image = next((image_folder / "test").iterdir())
+    sizes = {}
+    for lmbda in ("0.002", "0.007", "0.02"):
+        out = tmp_path / f"{lmbda}.lic"
+        assert main(["compress", str(image), "-c", str(run), "--lambda", lmbda, "-o", str(out)]) == 0
+        assert unpack(out.read_bytes()).lmbda == pytest.approx(float(lmbda))
+        assert main(["decompress", str(out), "-c", str(run), "-o", str(tmp_path / f"{lmbda}.png")]) == 0  # no rate flag
+        sizes[lmbda] = out.stat().st_size
+    assert sizes["0.002"] <= sizes["0.007"] <= sizes["0.02"]
+    capsys.readouterr()
+    assert main(["compress", str(image), "-c", str(run), "-o", str(tmp_path / "x.lic")]) == 2
+    assert "variable-rate model (λ 0.002..0.02): pass --lambda" in capsys.readouterr().err
+    assert main(["eval", str(run), "-d", str(image_folder), "--rates", "3", "-o", str(tmp_path / "ev"),
+                 "--quiet", "--name", "vr"]) == 0
+    curve = json.loads((tmp_path / "ev" / "vr.json").read_text())
+    assert len(curve["points"]) == 3
+    weights = torch.load(next(run.glob("checkpoint_epoch*.pt")), weights_only=False)["model_state"]
+    assert lambdas_in_state(weights) == pytest.approx([0.002, 0.02])
