@@ -161,3 +161,19 @@ def test_train_compress_decompress_and_eval_a_variable_rate_model(image_folder: 
     assert len(curve["points"]) == 3
     weights = torch.load(next(run.glob("checkpoint_epoch*.pt")), weights_only=False)["model_state"]
     assert lambdas_in_state(weights) == pytest.approx([0.002, 0.02])
+
+
+def test_best_metric_rd_of_a_variable_rate_model_is_the_mean_over_its_rates() -> None:
+    from types import SimpleNamespace
+
+    from lictrain.training.callbacks import Selection
+    from lictrain.training.selection import BestMetric, EarlyStopping
+
+    best = BestMetric.from_config("rd")
+    reference = SimpleNamespace(gain=lambda bpp, quality: quality - 100 * bpp)
+    selection = Selection(best, EarlyStopping(best, None), reference, "mse")
+    metrics = {"bpp": 0.3, "psnr": 25.0, "ms_ssim": 0.9, "bpp@0.002": 0.1, "psnr@0.002": 22.0,
+               "bpp@0.02": 0.5, "psnr@0.02": 28.0}
+    selection.on_epoch_end(SimpleNamespace(progress=SimpleNamespace(epoch=0)), metrics)
+    assert metrics["rd_gain@0.002"] == pytest.approx(12.0) and metrics["rd_gain@0.02"] == pytest.approx(-22.0)
+    assert metrics["rd_gain"] == pytest.approx(-5.0) == selection.value

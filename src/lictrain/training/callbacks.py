@@ -100,8 +100,14 @@ class Selection(Callback):
 
     def on_epoch_end(self, run: RunView, metrics: dict[str, Any]) -> None:
         if self.reference is not None:
-            quality = ms_ssim_db(metrics["ms_ssim"]) if self.metric == "ms-ssim" else metrics["psnr"]
-            metrics["rd_gain"] = self.reference.gain(metrics["bpp"], quality)
+            # a variable-rate model: the gain at each trained λ, and their mean (the curve's dB over JPEG)
+            rates = [key.partition("@")[2] for key in metrics if key.startswith("bpp@")] or [""]
+            for rate in rates:
+                at = f"@{rate}" if rate else ""
+                quality = ms_ssim_db(metrics["ms_ssim" + at]) if self.metric == "ms-ssim" else metrics["psnr" + at]
+                metrics["rd_gain" + at] = self.reference.gain(metrics["bpp" + at], quality)
+            if rate:
+                metrics["rd_gain"] = sum(metrics[f"rd_gain@{r}"] for r in rates) / len(rates)
         self.value = self.best.value(metrics)
         self.stop_now = self.stopper.update(run.progress.epoch, self.value)
 
