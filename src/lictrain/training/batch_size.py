@@ -18,6 +18,10 @@ from typing import Any, Callable
 import torch
 
 from lictrain.config import TrainConfig
+from lictrain.errors import ConfigError
+from lictrain.training.budget import synchronize
+from lictrain.training.build import build_parts
+from lictrain.training.distributed import DistInfo, gather_objects
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +98,6 @@ def auto_batch_size(cfg: TrainConfig, device: torch.device, dist: Any, alignment
     Raises:
         ConfigError: not even one crop fits (the message names --patch-size).
     """
-    from lictrain.errors import ConfigError
-    from lictrain.training.distributed import gather_objects
-
     if device.type != "cuda":
         log.warning("--batch-size auto sizes the batch to GPU memory; on the %s it trains at batch %d (pass a "
                     "number to choose)", device.type.upper(), CPU_BATCH)
@@ -117,10 +118,6 @@ def auto_batch_size(cfg: TrainConfig, device: torch.device, dist: Any, alignment
 
 def _measure(cfg: TrainConfig, device: torch.device, alignment: int) -> tuple[int | None, list[int]]:
     """Search with a throwaway copy of the run (freed when this returns)."""
-    from lictrain.training.budget import synchronize
-    from lictrain.training.build import build_parts
-    from lictrain.training.distributed import DistInfo
-
     probe = build_parts(replace(cfg, batch_size=1, epochs=1, pretrained=None), device, DistInfo(), alignment)
 
     def fits(n: int) -> bool:

@@ -22,6 +22,15 @@ from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
+from lictrain.data.images import NamedImage
+from lictrain.evaluation.anchors import evaluate_anchor
+from lictrain.evaluation.codec import codec_from_model
+from lictrain.evaluation.evaluate import evaluate_codec
+from lictrain.evaluation.report import REPORT_QUALITIES
+from lictrain.training.build import build_parts
+from lictrain.training.distributed import DistInfo, gather_objects
+from lictrain.training.loop import test_epoch, to_device
+
 log = logging.getLogger(__name__)
 
 #: steps run untimed first (allocator and kernel warm-up), then timed
@@ -97,8 +106,6 @@ def step_times(step: Callable[[torch.Tensor], Any], batches: Iterable[torch.Tens
                max_seconds: float | None = None) -> list[float]:
     """Seconds of each of :data:`WARMUP_STEPS` + up to :data:`TIMED_STEPS` calls of ``step``;
     ``max_seconds`` ends the timing early (after at least one timed step) on a very busy machine."""
-    from lictrain.training.loop import to_device
-
     started = time.perf_counter()
     times: list[float] = []
     for batch in itertools.islice(_cycle(batches), WARMUP_STEPS + TIMED_STEPS):
@@ -265,12 +272,6 @@ def estimate_closing_seconds(model: torch.nn.Module, name: str, quality: int, de
     best checkpoint's load (about ``checkpoint_seconds``). From an untrained model; 0 when it
     cannot be measured.
     """
-    from lictrain.data.images import NamedImage
-    from lictrain.evaluation.anchors import evaluate_anchor
-    from lictrain.evaluation.codec import codec_from_model
-    from lictrain.evaluation.evaluate import evaluate_codec
-    from lictrain.evaluation.report import REPORT_QUALITIES
-
     try:
         started = time.perf_counter()
         info = codec_from_model(model, name, quality)
@@ -299,10 +300,6 @@ def plan_budget(cfg: Any, device: torch.device, dist: Any, alignment: int, train
     ``started`` is when the run began (``time.perf_counter()``): setup and calibration count
     against the budget. Under DDP every rank calibrates and all take the smallest plan.
     """
-    from lictrain.training.build import build_parts
-    from lictrain.training.distributed import DistInfo, gather_objects
-    from lictrain.training.loop import test_epoch
-
     probe = build_parts(replace(cfg, epochs=1), device, DistInfo(), alignment)
     train_loader.set_epoch(0)
     # the timing stops early when the machine is so busy that it would eat a tenth of the budget

@@ -13,6 +13,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from lictrain.checkpoint.weights import load_weights
 from lictrain.config import TrainConfig
 from lictrain.data import CenterCropDataset, LoaderSettings, load_test_crops, train_loader
 from lictrain.data.shards import ShardLoader
@@ -20,8 +21,12 @@ from lictrain.data.stream import CropLoader
 from lictrain.device import resolve_device  # noqa: F401 (re-exported: its old home)
 from lictrain.errors import CheckpointError, ConfigError
 from lictrain.losses import RateDistortionLoss
+from lictrain.models import build_model, get_spec
 from lictrain.models.gains import lambdas_in_state, make_variable_rate, rate_gains
 from lictrain.training.distributed import DistInfo
+from lictrain.training.optimizers import build_aux_optimizer, split_parameters
+from lictrain.training.speed import apply_speed_levers
+from lictrain.training.strategy import build_strategy
 from lictrain.training.variable_rate import VariableRateStrategy
 
 log = logging.getLogger(__name__)
@@ -58,8 +63,6 @@ def check_runnable(cfg: TrainConfig) -> None:
     Raises:
         ConfigError: naming the flag and the fix.
     """
-    from lictrain.models import get_spec
-
     spec = get_spec(cfg.model)
     if cfg.quality not in spec.qualities:
         raise ConfigError(f"--quality {cfg.quality} is not available for {cfg.model}; choose "
@@ -88,8 +91,6 @@ def load_pretrained_weights(model: torch.nn.Module, path: str, model_name: str |
     Raises:
         CheckpointError: missing/unsafe file or weights that do not fit the model.
     """
-    from lictrain.checkpoint.weights import load_weights
-
     weights = load_weights(path)
     trained_rates = lambdas_in_state(weights.state)
     if trained_rates is not None:  # a variable-rate checkpoint: its gains join the model first
@@ -119,11 +120,6 @@ class TrainingParts:
 
 def build_parts(cfg: TrainConfig, device: torch.device, dist: DistInfo, alignment: int) -> TrainingParts:
     """Model (with ``--pretrained`` weights and speed levers), loss, optimisers and strategy."""
-    from lictrain.models import build_model
-    from lictrain.training.optimizers import build_aux_optimizer, split_parameters
-    from lictrain.training.speed import apply_speed_levers
-    from lictrain.training.strategy import build_strategy
-
     model = build_model(cfg.model, cfg.quality).to(device)
     if cfg.pretrained:
         load_pretrained_weights(model, cfg.pretrained, cfg.model)

@@ -27,7 +27,6 @@ from lictrain.training.step_log import StepLog
 from lictrain.training.steps import StepOutcome
 
 
-
 class RunView(Protocol):
     """What a callback reads and changes of the run (:class:`lictrain.training.run.Run` has it; a
     protocol, so that this module needs nothing of the module that calls it)."""

@@ -12,10 +12,11 @@ from typing import Any
 
 from lictrain.checkpoint import CheckpointManager
 from lictrain.checkpoint.writer import storage_cause
-from lictrain.errors import CheckpointError
 from lictrain.config import TrainConfig
+from lictrain.errors import CheckpointError
 from lictrain.tracking.records import RunRecord
 from lictrain.tracking.wandb_run import WandbRun, wandb_config
+from lictrain.training.selection import BestMetric
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +32,6 @@ class RunOutputs:
         self.tracker: WandbRun | None = None
         self.step_axis = False  # W&B steps are global train steps (--log-every), else epochs
         if writer:
-            from lictrain.training.selection import BestMetric
-
             best = BestMetric.from_config(cfg.best_metric, cfg.best_mode)
             self.checkpoints = CheckpointManager(run_dir, keep_last_n=cfg.keep_last_n, keep_best=cfg.keep_best,
                                                  metric=best.key, higher_is_better=best.higher_is_better,

@@ -16,6 +16,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from lictrain.config import BEST_METRICS
+from lictrain.evaluation.anchors import evaluate_anchor
+from lictrain.evaluation.metrics import ms_ssim_db
 
 #: JPEG qualities of the ``rd`` reference curve (bpp from ~0.15 to ~4 on photos)
 REFERENCE_QUALITIES = (5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
@@ -116,9 +118,6 @@ class JpegReference:
     @classmethod
     def measure(cls, crops: Sequence[Any], metric: str = "mse") -> "JpegReference":
         """Encode ``crops`` (``NamedImage``) with Pillow's JPEG at :data:`REFERENCE_QUALITIES`."""
-        from lictrain.evaluation.anchors import evaluate_anchor
-        from lictrain.evaluation.metrics import ms_ssim_db
-
         curve = evaluate_anchor("jpeg420", crops, REFERENCE_QUALITIES, ms_ssim=metric == "ms-ssim")
         rates, quality = [], []
         for point in curve.points:

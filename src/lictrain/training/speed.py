@@ -24,6 +24,7 @@ from compressai.entropy_models import EntropyModel
 
 from lictrain.config import TrainConfig
 from lictrain.errors import ConfigError
+from lictrain.models.hpcm.entropy import GeneralizedGaussianConditional, GeneralizedGaussianPrior
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,6 @@ COMPILED_TRANSFORMS = ("g_a", "g_s")
 
 def float32_module_types() -> tuple[type, ...]:
     """Module types that must run in float32 under autocast (every entropy model)."""
-    from lictrain.models.hpcm.entropy import GeneralizedGaussianConditional, GeneralizedGaussianPrior
-
     return (EntropyModel, GeneralizedGaussianConditional, GeneralizedGaussianPrior)
 
 

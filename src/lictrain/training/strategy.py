@@ -13,6 +13,7 @@ import torch
 
 from lictrain.config import TrainConfig
 from lictrain.losses import RateDistortionLoss
+from lictrain.training.balanced import BalancedStrategy
 from lictrain.training.distributed import DistInfo
 from lictrain.training.param_groups import parameter_groups
 from lictrain.training.steps import StandardStep, StepOutcome
@@ -61,8 +62,6 @@ def build_strategy(cfg: TrainConfig, trained: torch.nn.Module, model: torch.nn.M
     torchrun, else ``model``); ``model`` is the bare module (aux loss, no-grad passes).
     """
     if cfg.use_balanced:
-        from lictrain.training.balanced import BalancedStrategy
-
         return BalancedStrategy(cfg, trained, model, criterion, net_params, aux_optimizer, alignment, device,
                                 dist or DistInfo())
     return StandardStrategy(cfg, trained, model, criterion, net_params, aux_optimizer)
