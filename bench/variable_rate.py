@@ -35,24 +35,12 @@ from lictrain.evaluation.loading import load_codec
 from lictrain.evaluation.rd import bd_table, plot_rd, rd_frame
 from lictrain.evaluation.codec import encode_image
 from lictrain.models.gains import rate_gains
-from lictrain.training.fit import fit
+from time_to_quality import train_once  # the same reuse-a-finished-run rule
 
 LAMBDAS = (0.0018, 0.0067, 0.025, 0.0483)
 ANCHOR_QUALITIES = (2, 5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95)
 
 log = logging.getLogger("variable_rate")
-
-
-def train_once(run_dir: Path, cfg: TrainConfig) -> Path:
-    """Train ``cfg`` into ``run_dir`` unless a finished run is already there."""
-    record = run_dir / "run.json"
-    if record.exists() and json.loads(record.read_text()).get("status") == "finished":
-        log.info("reusing finished run %s", run_dir)
-        return run_dir
-    if run_dir.exists():
-        raise SystemExit(f"{run_dir} holds an unfinished run; delete it (or pass another --out) and rerun")
-    fit(dataclasses.replace(cfg, save_path=str(run_dir)), show_progress=False)
-    return run_dir
 
 
 def rate_checks(checkpoint: Path, device: str) -> tuple[list[str], bool]:
@@ -81,6 +69,8 @@ def rate_checks(checkpoint: Path, device: str) -> tuple[list[str], bool]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="T: minutes per fixed-rate run (VR gets 4·T)")
+    parser.add_argument("--steps", type=int, help="instead of minutes: N steps per fixed-rate run, 4·N for the "
+                        "variable-rate one (equal compute, immune to other load on the machine)")
     parser.add_argument("--lambdas", type=float, nargs="+", default=list(LAMBDAS))
     parser.add_argument("--model", default="hpcm-tiny")
     parser.add_argument("--out", default="bench_results/variable_rate")
@@ -90,22 +80,25 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     base = TrainConfig(model=args.model, device=args.device, wandb_mode="disabled", final_eval=False)
-    fixed = {lm: train_once(out / f"fixed-{lm:g}", dataclasses.replace(base, lmbda=lm, budget_minutes=args.minutes))
+    k = len(args.lambdas)
+    length = {"steps": args.steps} if args.steps else {"budget_minutes": args.minutes}
+    total_length = {"steps": args.steps * k} if args.steps else {"budget_minutes": args.minutes * k}
+    fixed = {lm: train_once(out / f"fixed-{lm:g}", dataclasses.replace(base, lmbda=lm, **length))
              for lm in args.lambdas}
-    total = args.minutes * len(args.lambdas)
-    vr = train_once(out / "variable", dataclasses.replace(base, lambdas=list(args.lambdas), budget_minutes=total))
+    vr = train_once(out / "variable", dataclasses.replace(base, lambdas=list(args.lambdas), **total_length))
+    unit, each = ("steps", args.steps) if args.steps else ("min", args.minutes)
 
     images = load_builtin("test")
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else "cpu"
     separate = evaluate_checkpoints([resolve_checkpoint(d) for d in fixed.values()], images, device=device,
-                                    name=f"{len(fixed)} fixed-rate models ({args.minutes:g} min each)")
+                                    name=f"{k} fixed-rate models ({each:g} {unit} each)")
     variable = evaluate_checkpoints([resolve_checkpoint(vr)], images, device=device,
-                                    name=f"one variable-rate model ({total:g} min)")
+                                    name=f"one variable-rate model ({each * k:g} {unit})")
     anchors = [evaluate_anchor(name, images, ANCHOR_QUALITIES) for name in ("jpeg420", "webp")]
     curves = [variable, separate, *anchors]
     frame = rd_frame(curves)
-    lines = [f"# Variable rate vs {len(fixed)} fixed-rate models: {args.model}, equal CPU time "
-             f"({total:g} min each side)", "",
+    lines = [f"# Variable rate vs {k} fixed-rate models: {args.model}, equal compute ({each * k:g} {unit} each side)",
+             "",
              f"real bitstreams on {', '.join(im.name for im in images)} (never trained on); λ {args.lambdas}", "",
              "| curve | point | bpp | PSNR (dB) | MS-SSIM |", "|---|---|---|---|---|"]
     for curve in (variable, separate):

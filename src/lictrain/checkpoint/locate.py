@@ -22,22 +22,11 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Load a checkpoint safely (``weights_only=True``); a directory means its latest.
 
-    The file's CRC32s are checked first (one sequential read), with ``mmap`` too: bytes that
-    changed on disk raise instead of loading as garbage weights. Legacy (non-zip) torch files
-    carry no checksums and are loaded unchecked.
-
-    Args:
-        path: A checkpoint file, or a run directory (its latest checkpoint is loaded).
-        map_location: Passed to :func:`torch.load` (default ``"cpu"``).
-        mmap: Memory-map the tensors instead of reading them (zip-format files only).
-
-    Returns:
-        The checkpoint dict.
+    What :func:`~lictrain.checkpoint.io.load_checkpoint_file` does (CRC checks first, safe
+    loading only, one-line errors), after resolving a run directory to its latest checkpoint.
 
     Raises:
-        CheckpointError: If the file is missing, truncated or corrupt (a CRC mismatch raises
-            its subclass :class:`~lictrain.checkpoint.integrity.CorruptCheckpointError`), is not
-            a dict, or needs arbitrary Python objects to load (refused, never executed).
+        CheckpointError: see :func:`~lictrain.checkpoint.io.load_checkpoint_file`.
     """
     p = Path(path).expanduser()
     if p.is_dir():
