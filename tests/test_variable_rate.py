@@ -177,3 +177,20 @@ def test_best_metric_rd_of_a_variable_rate_model_is_the_mean_over_its_rates() ->
     selection.on_epoch_end(SimpleNamespace(progress=SimpleNamespace(epoch=0)), metrics)
     assert metrics["rd_gain@0.002"] == pytest.approx(12.0) and metrics["rd_gain@0.02"] == pytest.approx(-22.0)
     assert metrics["rd_gain"] == pytest.approx(-5.0) == selection.value
+
+
+def test_a_fixed_rate_checkpoint_becomes_a_variable_rate_model(tmp_path: Path) -> None:
+    """QVRF's route: --pretrained FIXED --lambdas keeps every fixed-rate weight and adds the gains."""
+    from lictrain.training.build import build_parts
+    from lictrain.training.distributed import DistInfo
+
+    torch.manual_seed(0)
+    fixed = build_model("bmshj2018-hyperprior", 1)
+    torch.save(fixed.state_dict(), tmp_path / "fixed.pt")
+    cfg = TrainConfig(model="bmshj2018-hyperprior", pretrained=str(tmp_path / "fixed.pt"), lambdas=[0.002, 0.02],
+                      epochs=1, wandb_mode="disabled").validate()
+    parts = build_parts(cfg, torch.device("cpu"), DistInfo(), 64)
+    state = parts.model.state_dict()
+    assert lambdas_in_state(state) == pytest.approx([0.002, 0.02])
+    assert all(torch.equal(state[k], v) for k, v in fixed.state_dict().items())
+    assert type(parts.strategy).__name__ == "VariableRateStrategy"
