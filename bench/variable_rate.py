@@ -91,9 +91,9 @@ def main() -> None:
     images = load_builtin("test")
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else "cpu"
     separate = evaluate_checkpoints([resolve_checkpoint(d) for d in fixed.values()], images, device=device,
-                                    name=f"{k} fixed-rate models ({each:g} {unit} each)")
+                                    name=f"{k} fixed ({each:g} {unit} each)")
     variable = evaluate_checkpoints([resolve_checkpoint(vr)], images, device=device,
-                                    name=f"one variable-rate model ({each * k:g} {unit})")
+                                    name=f"variable rate ({each * k:g} {unit})")
     anchors = [evaluate_anchor(name, images, ANCHOR_QUALITIES) for name in ("jpeg420", "webp")]
     curves = [variable, separate, *anchors]
     frame = rd_frame(curves)
@@ -119,7 +119,8 @@ def main() -> None:
               "| λ | gain | real bpp | estimated bpp | real/est |", "|---|---|---|---|---|", *checks, "",
               f"estimated bpp strictly rising over 64 log-spaced λ: {'yes' if monotone else 'NO'}"]
     plot_rd(frame, out / "variable_rate.png", bd=bd_table(curves, "jpeg420"), anchor="jpeg420",
-            title=f"{args.model}: one variable-rate model vs {len(fixed)} fixed models, equal CPU time")
+            title=f"{args.model}: one variable-rate model vs {k} fixed models, equal "
+                  f"{'steps' if args.steps else 'CPU time'}")
     (out / "variable_rate.md").write_text("\n".join(lines) + "\n")
     frame.to_json(out / "variable_rate.json", orient="records", indent=1)
     print("\n".join(lines))
