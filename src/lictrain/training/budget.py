@@ -307,6 +307,7 @@ def plan_budget(cfg: Any, device: torch.device, dist: Any, alignment: int, train
     step_seconds = statistics.median(times[WARMUP_STEPS:])
     warn_if_stalling(times, device)
     test_seconds = measure_seconds(lambda: test_epoch(probe.model, probe.criterion, test_loader, device), device)
+    test_seconds *= len(cfg.lambdas) if cfg.lambdas else 1  # a variable-rate run tests every trained λ
     checkpoint_seconds = serialise_seconds(probe.model.state_dict(), probe.strategy.optimizer.state_dict())
     closing_seconds = 0.0
     if getattr(cfg, "final_eval", False) and dist.is_main:
