@@ -233,8 +233,9 @@ def _bd_lines(frame: pd.DataFrame, ref: _Reference, n: int, anchor: str) -> tupl
     title, what = ref.title, ref.what
     if n < MIN_POINTS:
         return None, None, [f"  BD-rate vs {title}: needs >= {MIN_POINTS} R-D points of ours (checkpoints at "
-                            f"different λ), this is {n}; evaluate several with `lictrain eval CKPT... --anchors "
-                            f"{anchor}` then `lictrain rd`"]
+                            f"different λ, or a variable-rate model's rates), this is {n}; evaluate several with "
+                            f"`lictrain eval CKPT... --anchors {anchor}` (a variable-rate run: `lictrain eval RUN "
+                            f"--rates {MIN_POINTS}`) then `lictrain rd`"]
     o = frame[frame.curve == "ours"]
     res = bd_delta(ref.bpp, ref.quality, o.bpp, o[ref.column])
     lines = [f"  BD-rate vs {title} ({what}, pchip): {_pct(res.bd_rate)}, BD-{what} {_f(res.bd_quality, '+.3f', 0)} dB "

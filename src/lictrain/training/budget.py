@@ -27,6 +27,7 @@ from lictrain.evaluation.anchors import evaluate_anchor
 from lictrain.evaluation.codec import codec_from_model
 from lictrain.evaluation.evaluate import evaluate_codec
 from lictrain.evaluation.report import REPORT_QUALITIES
+from lictrain.models.gains import rate_gains
 from lictrain.training.build import build_parts
 from lictrain.training.distributed import DistInfo, gather_objects
 from lictrain.training.loop import test_epoch, to_device
@@ -277,10 +278,13 @@ def estimate_closing_seconds(model: torch.nn.Module, name: str, quality: int, de
         info = codec_from_model(model, name, quality)
         setup = time.perf_counter() - started
 
+        gains = rate_gains(model)  # a variable-rate model is evaluated at each trained λ
+        rates, lmbda = (gains.count, gains.lambda_of(0)) if gains is not None else (1, None)
+
         def code(image: Any) -> float:
-            return (measure_seconds(lambda: evaluate_codec(model, info, [image], check_decode=True), device)
-                    + measure_seconds(lambda: evaluate_anchor("jpeg420", [image], REPORT_QUALITIES, ms_ssim=False),
-                                      torch.device("cpu")))
+            ours = measure_seconds(lambda: evaluate_codec(model, info, [image], check_decode=True, lmbda=lmbda), device)
+            return rates * ours + measure_seconds(
+                lambda: evaluate_anchor("jpeg420", [image], REPORT_QUALITIES, ms_ssim=False), torch.device("cpu"))
 
         pixels = crop.height * crop.width
         one = code(crop)
