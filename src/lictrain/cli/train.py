@@ -82,7 +82,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         from lictrain.recipes import get_recipe
 
         recipe = get_recipe(recipe_name)
-        log.info("%s", recipe.describe(overridden=set(given) & set(recipe.values)))
+        changed = {k for k in given if k in recipe.values and given[k] != recipe.values[k]}  # a file may repeat it
+        log.info("%s", recipe.describe(overridden=changed))
         for note in recipe.notes:
             log.info("recipe %s: %s", recipe.name, note)
         given = {**recipe.values, **given}
