@@ -29,6 +29,7 @@ def parse(tokens: list[str]) -> TrainConfig:
      "batch_size": "auto", "num_workers": 2, "stop_signals": ["SIGTERM"], "keep_best": 1, "best_weights_only": True,
      "lr_groups": {"g_a": 1e-5, "context": 5e-5}, "unfreeze": ["g_s", "context"], "patch_size": 96},
     {"steps": 80, "lr_plan": [[0, 79], [24, 82], [48, 80]], "lr": 0.002, "seed": 3, "dataset": "/data/my photos"},
+    {"lambdas": [0.0018, 0.0067, 0.0483], "lmbda": None, "use_balanced": True},  # one comma-separated token
 ])
 def test_rendered_command_parses_back_into_the_same_settings(changes: dict) -> None:
     cfg = dataclasses.replace(TrainConfig(), **changes).validate()

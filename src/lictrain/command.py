@@ -14,37 +14,39 @@ from typing import Any
 
 from lictrain.config import TrainConfig
 from lictrain.schedules.lr import format_length_plan
+from lictrain.settings import flag_name, setting_of
 
 #: settings that say where and how a run was started, not what it trains
 NOT_RECIPE = ("recipe", "resume", "auto_resume", "save_path", "pretrained")
-#: bool settings given as a bare flag (action="store_true")
-SWITCHES = ("use_balanced", "adaptive_gamma", "channels_last", "compile", "auto_resume", "best_weights_only")
-#: settings whose flag is not the field's name
-FLAG_NAMES = {"lmbda": "lambda", "gamma_scales": "gamma-scale"}
 #: settings the parser reads as "0 = off" (stored as None)
 ZERO_IS_NONE = ("clip_max_norm", "cautious_max_scale")
 
 
-def flag_values(name: str, value: Any) -> list[str]:
-    """``name = value`` as command-line tokens (empty when the value needs no flag)."""
-    flag = "--" + FLAG_NAMES.get(name, name.replace("_", "-"))
-    if name == "final_eval":
-        return [] if value else ["--no-final-eval"]
-    if name in SWITCHES:
+def flag_values(field: dataclasses.Field, value: Any) -> list[str]:
+    """``field = value`` as command-line tokens (empty when the value needs no flag), spelt as
+    the setting's declaration says (its flag, switch kind and whether it takes several tokens)."""
+    decl = setting_of(field)
+    flag = flag_name(field.name, decl)
+    if decl.action == "store_true":
         return [flag] if value else []
+    if decl.action == "store_false":
+        return [] if value else [flag]
     if value is None:
-        return [flag, "0"] if name in ZERO_IS_NONE else []
+        return [flag, "0"] if field.name in ZERO_IS_NONE else []
     if isinstance(value, bool):
         return [flag, "true" if value else "false"]
     if isinstance(value, dict):
-        return [flag, *(f"{k}={v!r}" if isinstance(v, float) else f"{k}={v}" for k, v in value.items())]
-    if name == "lr_plan":
+        return [flag, *(f"{k}={_text(v)}" for k, v in value.items())]
+    if field.name == "lr_plan":
         return [flag, format_length_plan(value)]
-    if name in ("unfreeze", "stop_signals"):
-        return [flag, ",".join(value)]
     if isinstance(value, (list, tuple)):
-        return [flag, *map(str, value)]
-    return [flag, repr(value) if isinstance(value, float) else str(value)]
+        tokens = [_text(v) for v in value]
+        return [flag, *tokens] if decl.nargs == "+" else [flag, ",".join(tokens)]
+    return [flag, _text(value)]
+
+
+def _text(value: Any) -> str:
+    return repr(value) if isinstance(value, float) else str(value)
 
 
 def train_arguments(cfg: TrainConfig, *, keep: tuple[str, ...] = ()) -> list[str]:
@@ -58,7 +60,7 @@ def train_arguments(cfg: TrainConfig, *, keep: tuple[str, ...] = ()) -> list[str
             continue
         if value == getattr(defaults, field.name):
             continue
-        tokens += flag_values(field.name, value)
+        tokens += flag_values(field, value)
     return tokens
 
 

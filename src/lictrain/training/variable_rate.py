@@ -48,7 +48,6 @@ class VariableRateStrategy:
             raise ValueError("the model has no rate gains: call make_variable_rate first")
         self.base, self.model, self.criterion, self.gains, self.seed = base, model, criterion, gains, seed
         self.steps = 0  # steps drawn so far (saved: a resumed run continues the same draws)
-        self.counts = [0] * gains.count  # steps per λ this epoch, for the epoch's row
 
     def __getattr__(self, name: str) -> Any:  # optimizer, epoch_values, sync_tensor, ...: the wrapped strategy's
         return getattr(self.__dict__["base"], name)
@@ -61,12 +60,7 @@ class VariableRateStrategy:
         index = rate_index(self.seed, self.steps, self.gains.count)
         self.use_rate(index)
         self.steps += 1
-        self.counts[index] += 1
         return self.base.step(batch)
-
-    def begin_epoch(self, epoch: int) -> None:
-        self.counts = [0] * self.gains.count
-        self.base.begin_epoch(epoch)
 
     def state_dict(self) -> dict[str, Any]:
         return {**self.base.state_dict(), "variable_rate": {"steps": self.steps}}
