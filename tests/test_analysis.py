@@ -525,3 +525,21 @@ def test_a_single_seed_ranking_says_it_has_no_uncertainty(tmp_path: Path) -> Non
     top = analyzer.recommend_parameters(top_k=3, lambda_value=0.0035)
     assert list(top["runs"]) == [1, 1, 1] and top["ci95"].isna().all()
     assert any("one seed" in w and "--seeds" in w for w in analyzer.warnings)
+
+
+def test_a_variable_rate_run_is_one_row_per_trained_lambda(tmp_path: Path) -> None:
+    """A ``--lambdas`` run's per-rate metrics become rows at each λ, beside the fixed runs there."""
+    per_rate = {"psnr@0.0018": 27.0, "bpp@0.0018": 0.2, "loss@0.0018": 0.6,
+                "psnr@0.0067": 29.0, "bpp@0.0067": 0.4, "loss@0.0067": 1.1}
+    write_run(tmp_path / "vr", {"lmbda": None, "lambdas": [0.0018, 0.0067], "use_balanced": False},
+              {**per_rate, "psnr": 28.0, "bpp": 0.3, "loss": 0.85, "lr": 1e-4, "trained_steps": 400})
+    write_run(tmp_path / "fixed", {"lmbda": 0.0018, "use_balanced": False}, {"psnr": 26.5, "bpp": 0.18, "loss": 0.7})
+    df = HyperparameterAnalyzer(tmp_path).load_results().set_index("name")
+    assert sorted(df.index) == ["fixed", "vr@0.0018", "vr@0.0067"]
+    assert df.loc["vr@0.0067", ["lambda", "psnr", "bpp", "loss"]].tolist() == [0.0067, 29.0, 0.4, 1.1]
+    assert df.loc["vr@0.0018", "summary/trained_steps" if "summary/trained_steps" in df else "trained_steps"] == 400
+    assert df["variable_rate"].to_dict() == {"fixed": False, "vr@0.0018": True, "vr@0.0067": True}
+    assert not any("@" in str(column) for column in df.columns)  # no psnr@0.0018 column left over
+    top = HyperparameterAnalyzer(tmp_path).recommend_parameters(lambda_value=0.0018, metric="psnr")
+    assert top[["variable_rate", "psnr", "name"]].values.tolist() == [[True, 27.0, "vr@0.0018"],
+                                                                      [False, 26.5, "fixed"]]

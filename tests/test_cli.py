@@ -369,3 +369,6 @@ def test_a_misspelt_flag_gets_the_closest_spelling(capsys: pytest.CaptureFixture
     with pytest.raises(SystemExit):
         main(["train", "--completely-unknown", "1"])
     assert "did you mean" not in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # another subcommand's flag: the hint is this subcommand's closest one
+        main(["analyze", "runs", "--output", "report"])
+    assert "did you mean --out (for --output)?" in capsys.readouterr().err

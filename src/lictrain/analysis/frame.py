@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from lictrain.analysis.aliases import canonical_config, canonical_metrics
+from lictrain.analysis.rate_rows import rate_rows
 from lictrain.analysis.run_data import RunData
 from lictrain.errors import DataError
 
@@ -27,7 +28,7 @@ __all__ = [
 MAXIMIZE = {"psnr": True, "ms_ssim": True, "loss": False, "bpp": False, "mse": False}
 
 #: config columns that describe a training configuration (seed and bookkeeping excluded)
-HYPERPARAMS = ("lambda", "gamma", "w_lr", "lr", "aux_lr", "model", "quality", "metric", "use_balanced",
+HYPERPARAMS = ("lambda", "variable_rate", "gamma", "w_lr", "lr", "aux_lr", "model", "quality", "metric", "use_balanced",
                "balanced_method", "balanced_update", "balanced_tasks", "cautious", "adaptive_gamma",
                "gamma_strategy", "gamma_final", "gamma_decay", "batch_size", "patch_size", "epochs",
                "budget_minutes", "epoch_size", "clip_max_norm", "lr_schedule", "pretrained")
@@ -46,7 +47,8 @@ META = ("name", "state", "status", "run_id", "source", "path")
 
 # -- the runs frame ------------------------------------------------------------------------------
 def runs_frame(runs: Iterable[RunData]) -> pd.DataFrame:
-    """One row per run: meta columns, config columns, then final metrics.
+    """One row per run (a variable-rate run: one per trained λ, named ``<run>@<λ>``, see
+    :mod:`lictrain.analysis.rate_rows`): meta columns, config columns, then final metrics.
 
     Names logged by other scripts (``lmbda``, ``test/psnr``, ``test/bpp_loss``, ...) become
     lictrain's (:mod:`lictrain.analysis.aliases`).
@@ -58,20 +60,20 @@ def runs_frame(runs: Iterable[RunData]) -> pd.DataFrame:
     rows = []
     config_keys: dict[str, None] = {}
     summary_keys: dict[str, None] = {}
+    runs = list(runs)
+    variable = False
     for run in runs:
-        config = {k: tuple(v) if isinstance(v, list) else v for k, v in canonical_config(run.config).items()}
-        if config.get("budget_minutes") is not None and "epochs" in config:
-            # a budget plans its epochs from the clock: the choice was the budget, not the epoch count
-            config["planned_epochs"], config["epochs"] = config["epochs"], None
-        summary = {}
-        for key, value in canonical_metrics(run.summary).items():
-            if isinstance(value, (dict, list)):
-                continue  # media, tables, histograms: not a number
-            summary[f"summary/{key}" if key in config or key in META else key] = value
-        config_keys.update(dict.fromkeys(config))
-        summary_keys.update(dict.fromkeys(summary))
-        rows.append({"name": run.name or run.path.name, "state": run.state, "status": run.status,
-                     "run_id": run.run_id, "source": run.source, "path": str(run.path), **config, **summary})
+        for config, summary, suffix in rate_rows(canonical_config(run.config), canonical_metrics(run.summary)):
+            config, summary = _row_values(config, summary)
+            variable |= bool(suffix)
+            config_keys.update(dict.fromkeys(config))
+            summary_keys.update(dict.fromkeys(summary))
+            rows.append({"name": (run.name or run.path.name) + suffix, "state": run.state, "status": run.status,
+                         "run_id": run.run_id, "source": run.source, "path": str(run.path), **config, **summary})
+    if variable:  # a fixed-rate run beside variable-rate ones: say which is which
+        for row in rows:
+            row.setdefault("variable_rate", False)
+        config_keys.setdefault("variable_rate", None)
     front = ["lambda", "gamma", "w_lr"]
     columns = list(META) + [k for k in front if k in config_keys] + \
         [k for k in config_keys if k not in front] + [k for k in summary_keys if k not in config_keys]
@@ -84,6 +86,21 @@ def runs_frame(runs: Iterable[RunData]) -> pd.DataFrame:
                 if not df[column].dropna().map(lambda v: isinstance(v, bool)).any():
                     df[column] = converted
     return _blank_inapplicable(df).sort_values(["path"], kind="stable").reset_index(drop=True)
+
+
+def _row_values(config: dict[str, Any], summary: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A row's config (lists as tuples, a budget's epochs as ``planned_epochs``) and numeric
+    summary (``summary/<key>`` where a key is also a setting)."""
+    config = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+    if config.get("budget_minutes") is not None and "epochs" in config:
+        # a budget plans its epochs from the clock: the choice was the budget, not the epoch count
+        config["planned_epochs"], config["epochs"] = config["epochs"], None
+    numbers = {}
+    for key, value in summary.items():
+        if isinstance(value, (dict, list)):
+            continue  # media, tables, histograms: not a number
+        numbers[f"summary/{key}" if key in config or key in META else key] = value
+    return config, numbers
 
 
 def _blank_inapplicable(df: pd.DataFrame) -> pd.DataFrame:

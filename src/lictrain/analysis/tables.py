@@ -24,7 +24,8 @@ def recommend(df: pd.DataFrame, top_k: int = 5, lambda_value: float | None = Non
               maximize: bool = True, notes: list[str] | None = None) -> pd.DataFrame:
     """The ``top_k`` configurations by their mean ``metric`` over seeds.
 
-    Columns: ``gamma``, ``w_lr``, the metric (the mean over the configuration's runs), ``lambda``,
+    Columns: ``gamma``, ``w_lr``, ``variable_rate`` (when a variable-rate run is among them: its
+    rows are the rates of :mod:`lictrain.analysis.rate_rows`), the metric (the mean over the configuration's runs), ``lambda``,
     ``name`` (its best run), ``runs`` and ``ci95`` (half-width of the 95% t-interval of the mean;
     NaN for one run). Runs that differ only in their seed are one configuration. Only balanced
     runs are ranked when there are any (a standard run's gamma and w_lr were never used);
@@ -46,9 +47,12 @@ def recommend(df: pd.DataFrame, top_k: int = 5, lambda_value: float | None = Non
         group = group.sort_values(metric, ascending=not maximize, kind="stable")
         values = group[metric].to_numpy(float)
         first = group.iloc[0]
-        rows.append({"gamma": first.get("gamma", np.nan), "w_lr": first.get("w_lr", np.nan), metric: values.mean(),
-                     "lambda": first["lambda"], "name": first["name"], "runs": len(values), "ci95": _ci95(values)})
-    columns = ["gamma", "w_lr", metric, "lambda", "name", "runs", "ci95"]
+        kind = {"variable_rate": bool(first["variable_rate"])} if "variable_rate" in sub.columns else {}
+        rows.append({"gamma": first.get("gamma", np.nan), "w_lr": first.get("w_lr", np.nan), **kind,
+                     metric: values.mean(), "lambda": first["lambda"], "name": first["name"], "runs": len(values),
+                     "ci95": _ci95(values)})
+    columns = ["gamma", "w_lr", *(["variable_rate"] if "variable_rate" in sub.columns else []), metric, "lambda",
+               "name", "runs", "ci95"]
     ranked = pd.DataFrame(rows, columns=list(dict.fromkeys(columns)))
     ranked = ranked.sort_values(metric, ascending=not maximize, kind="stable").reset_index(drop=True)
     if notes is not None and len(ranked) > 1:

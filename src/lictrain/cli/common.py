@@ -32,6 +32,7 @@ class FriendlyParser(argparse.ArgumentParser):
         """As argparse's; a ``--config FILE`` among ``args`` first sets this parser's defaults from
         the file, so that the flags given win over it."""
         arg_list = list(sys.argv[1:] if args is None else args)
+        self._given = arg_list  # for the hint of error(): which subcommand ran
         path = config_path(arg_list) if "--config" in self._option_string_actions else None
         if path is not None:
             try:
@@ -49,14 +50,16 @@ class FriendlyParser(argparse.ArgumentParser):
         if not message.startswith(prefix):
             return ""
         known = set(self._option_string_actions)
-        for action in self._actions:  # the subcommands' flags: unknown ones reach the top parser
+        given = getattr(self, "_given", [])
+        for action in self._actions:  # the subcommand's flags: its unknown ones reach the top parser
             if isinstance(action, argparse._SubParsersAction):
-                for sub in action.choices.values():
-                    known.update(sub._option_string_actions)
+                used = [name for name in action.choices if name in given[:1]] or list(action.choices)
+                for name in used:
+                    known.update(action.choices[name]._option_string_actions)
         hints = []
         for word in message[len(prefix):].split():
             flag = word.split("=", 1)[0]
-            if flag.startswith("--"):
+            if flag.startswith("--") and flag not in known:
                 close = difflib.get_close_matches(flag, sorted(known), n=1, cutoff=0.75)
                 if close:
                     hints.append(f"{close[0]} (for {flag})")
