@@ -16,6 +16,7 @@ network; between two trained λ the log-gain is interpolated linearly in log λ 
 from __future__ import annotations
 
 import math
+import types
 from typing import Sequence
 
 import torch
@@ -107,12 +108,6 @@ REFUSED = {
     "FactorizedPrior": "bmshj2018-factorized codes y with one learned density per channel (no hyperprior scale "
                        "to multiply by a gain), so a gain would need that density to fit every rate at once; "
                        "use bmshj2018-hyperprior or mbt2018-mean",
-    "JointAutoregressiveHierarchicalPriors": "mbt2018's autoregressive context reads y quantised without a gain "
-                                             "inside CompressAI's own coding loop; use mbt2018-mean or an hpcm model",
-    "Cheng2020Anchor": "cheng2020's autoregressive context reads y quantised without a gain inside CompressAI's "
-                       "own coding loop; use mbt2018-mean or an hpcm model",
-    "Cheng2020Attention": "cheng2020's autoregressive context reads y quantised without a gain inside CompressAI's "
-                          "own coding loop; use mbt2018-mean or an hpcm model",
 }
 
 
@@ -120,7 +115,9 @@ def make_variable_rate(model: nn.Module, lambdas: Sequence[float]) -> nn.Module:
     """Give ``model`` one learned gain per λ (in place; returns it).
 
     HPCM models carry their own :meth:`make_variable_rate` (the context reads the de-gained ŷ);
-    CompressAI's scale and mean-scale hyperpriors get a gained Gaussian conditional.
+    CompressAI's hyperpriors (scale, mean-scale) and autoregressive models (mbt2018, cheng2020)
+    get a gained Gaussian conditional, the latter also an encoder loop whose context reads the
+    de-gained ŷ as their decoder does.
 
     Raises:
         ConfigError: a model family that cannot take gains (the message says why and what works).
@@ -134,10 +131,12 @@ def make_variable_rate(model: nn.Module, lambdas: Sequence[float]) -> nn.Module:
     conditional = getattr(model, "gaussian_conditional", None)
     if conditional is None:
         raise ConfigError(f"variable rate (--lambdas) is not built for {name}; use an hpcm model, "
-                          "bmshj2018-hyperprior or mbt2018-mean")
-    from lictrain.models.gained_conditional import GainedGaussianConditional
+                          "bmshj2018-hyperprior, mbt2018-mean, mbt2018 or cheng2020-*")
+    from lictrain.models.gained_conditional import GainedGaussianConditional, gained_compress_ar
 
-    model.gaussian_conditional = GainedGaussianConditional.wrap(conditional, model)
+    model.gaussian_conditional = GainedGaussianConditional.wrap(conditional, gain_margin(lambdas))
+    if hasattr(model, "_compress_ar"):  # CompressAI's loop writes y_q + μ back: right at gain 1 only
+        model._compress_ar = types.MethodType(gained_compress_ar, model)
     model.rate_gains = RateGains(lambdas).to(next(model.parameters()).device)
     return model
 
