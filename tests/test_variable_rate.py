@@ -220,3 +220,25 @@ def test_a_fixed_rate_checkpoint_becomes_a_variable_rate_model(tmp_path: Path) -
     assert lambdas_in_state(state) == pytest.approx([0.002, 0.02])
     assert all(torch.equal(state[k], v) for k, v in fixed.state_dict().items())
     assert type(parts.strategy).__name__ == "VariableRateStrategy"
+
+
+def test_gains_start_at_the_rate_the_pretrained_model_was_trained_at(tmp_path: Path) -> None:
+    """A lictrain checkpoint says its λ: that rate's gain starts at 1 (the fixed model as it was),
+    the others at √(λ_k/λ_trained); a bare state dict does not say, so gains start from λ_min."""
+    from lictrain.training.build import build_parts
+    from lictrain.training.distributed import DistInfo
+
+    torch.manual_seed(0)
+    fixed = build_model("bmshj2018-hyperprior", 1)
+    torch.save({"model_state": fixed.state_dict(), "config": {"model": "bmshj2018-hyperprior", "quality": 1,
+                                                                 "lmbda": 0.0067}}, tmp_path / "ours.pt")
+    torch.save(fixed.state_dict(), tmp_path / "bare.pt")
+    gains = {}
+    for name in ("ours", "bare"):
+        cfg = TrainConfig(model="bmshj2018-hyperprior", pretrained=str(tmp_path / f"{name}.pt"),
+                          lambdas=[0.0018, 0.0067, 0.0483], epochs=1, wandb_mode="disabled").validate()
+        gains[name] = rate_gains(build_parts(cfg, torch.device("cpu"), DistInfo(), 64).model)
+    assert [float(gains["ours"].gain(k)) for k in range(3)] == pytest.approx(
+        [math.sqrt(0.0018 / 0.0067), 1.0, math.sqrt(0.0483 / 0.0067)], rel=1e-6)
+    assert [float(gains["bare"].gain(k)) for k in range(3)] == pytest.approx(
+        [1.0, math.sqrt(0.0067 / 0.0018), math.sqrt(0.0483 / 0.0018)], rel=1e-6)

@@ -111,8 +111,11 @@ REFUSED = {
 }
 
 
-def make_variable_rate(model: nn.Module, lambdas: Sequence[float]) -> nn.Module:
+def make_variable_rate(model: nn.Module, lambdas: Sequence[float], reference: float | None = None) -> nn.Module:
     """Give ``model`` one learned gain per λ (in place; returns it).
+
+    Gains start at QVRF's ``√(λ_k/λ_ref)``: ``λ_ref`` is ``reference``, the λ a fixed-rate model
+    was trained at (its own rate starts exactly where it was), else the smallest λ.
 
     HPCM models carry their own :meth:`make_variable_rate` (the context reads the de-gained ŷ);
     CompressAI's hyperpriors (scale, mean-scale) and autoregressive models (mbt2018, cheng2020)
@@ -125,7 +128,7 @@ def make_variable_rate(model: nn.Module, lambdas: Sequence[float]) -> nn.Module:
     name = type(model).__name__
     if hasattr(model, "make_variable_rate"):
         model.make_variable_rate(list(lambdas))
-        return model
+        return _start_at(model, reference)
     if name in REFUSED:
         raise ConfigError(f"variable rate (--lambdas): {REFUSED[name]}")
     conditional = getattr(model, "gaussian_conditional", None)
@@ -138,6 +141,17 @@ def make_variable_rate(model: nn.Module, lambdas: Sequence[float]) -> nn.Module:
     if hasattr(model, "_compress_ar"):  # CompressAI's loop writes y_q + μ back: right at gain 1 only
         model._compress_ar = types.MethodType(gained_compress_ar, model)
     model.rate_gains = RateGains(lambdas).to(next(model.parameters()).device)
+    return _start_at(model, reference)
+
+
+def _start_at(model: nn.Module, reference: float | None) -> nn.Module:
+    """Gains ``√(λ_k/reference)`` (no change for ``None``)."""
+    gains = rate_gains(model)
+    if reference is not None and gains is not None:
+        if not (math.isfinite(reference) and reference > 0):
+            raise ConfigError(f"the reference λ of the gains must be a positive number, got {reference!r}")
+        with torch.no_grad():
+            gains.log_gains.copy_(0.5 * torch.log(gains.lambdas / reference).to(gains.log_gains))
     return model
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 from dataclasses import dataclass
@@ -84,9 +85,12 @@ def same_rates(model: torch.nn.Module, lambdas: list[float]) -> bool:
     return gains is not None and [round(v, 12) for v in gains.lambdas.tolist()] == [round(v, 12) for v in lambdas]
 
 
-def load_pretrained_weights(model: torch.nn.Module, path: str, model_name: str | None = None) -> None:
+def load_pretrained_weights(model: torch.nn.Module, path: str, model_name: str | None = None) -> float | None:
     """Load weights only (fine-tuning) from a lictrain checkpoint, a CompressAI or official HPCM
     checkpoint, a state dict or safetensors.
+
+    Returns the λ a fixed-rate lictrain checkpoint was trained at (``None`` when the file does
+    not say, or holds a variable-rate model): QVRF's gains start relative to it.
 
     Raises:
         CheckpointError: missing/unsafe file or weights that do not fit the model.
@@ -105,6 +109,9 @@ def load_pretrained_weights(model: torch.nn.Module, path: str, model_name: str |
         raise CheckpointError(f"weights in {weights.file} do not fit this model ({first}); check --model and "
                               "--quality") from exc
     log.info("loaded pretrained weights from %s (%s)", weights.file, weights.origin)
+    lmbda = (weights.checkpoint.get("config") or {}).get("lmbda") if isinstance(weights.checkpoint, dict) else None
+    fixed = trained_rates is None and isinstance(lmbda, (int, float)) and not isinstance(lmbda, bool)
+    return float(lmbda) if fixed and math.isfinite(lmbda) and lmbda > 0 else None
 
 
 @dataclass
@@ -121,10 +128,13 @@ class TrainingParts:
 def build_parts(cfg: TrainConfig, device: torch.device, dist: DistInfo, alignment: int) -> TrainingParts:
     """Model (with ``--pretrained`` weights and speed levers), loss, optimisers and strategy."""
     model = build_model(cfg.model, cfg.quality).to(device)
-    if cfg.pretrained:
-        load_pretrained_weights(model, cfg.pretrained, cfg.model)
+    trained_at = load_pretrained_weights(model, cfg.pretrained, cfg.model) if cfg.pretrained else None
     if cfg.lambdas is not None and not same_rates(model, cfg.lambdas):
-        make_variable_rate(model, cfg.lambdas)  # from scratch, or QVRF's route from fixed-rate weights
+        # from scratch, or QVRF's route from fixed-rate weights: the gain of the λ they were
+        # trained at starts at 1, so that rate starts where the fixed model was
+        make_variable_rate(model, cfg.lambdas, reference=trained_at)
+        if trained_at is not None:
+            log.info("variable rate from weights trained at λ=%g: gains start at √(λ/%g)", trained_at, trained_at)
     if dist.enabled:
         torch.manual_seed(cfg.seed + 7919 * dist.rank)  # each rank its own quantisation noise
     trained = apply_speed_levers(model, cfg, device)
