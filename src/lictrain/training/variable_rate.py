@@ -82,7 +82,7 @@ def test_at_rates(model: torch.nn.Module, criterion: RateDistortionLoss, loader:
         rate = test_epoch(model, criterion, loader, device).values
         per_rate.append(rate)
         values.update({rate_key(k, lmbda): v for k, v in rate.items()})
-        values[rate_key("gain", lmbda)] = float(gains.gain(index))
+        values[rate_key("gain", lmbda)] = float(gains.gain(index).detach())
     for key in per_rate[0]:
         values[key] = sum(r[key] for r in per_rate) / len(per_rate)
     return EpochStats(values)
