@@ -28,8 +28,8 @@ __all__ = [
 MAXIMIZE = {"psnr": True, "ms_ssim": True, "loss": False, "bpp": False, "mse": False}
 
 #: config columns that describe a training configuration (seed and bookkeeping excluded)
-HYPERPARAMS = ("lambda", "variable_rate", "gamma", "w_lr", "lr", "aux_lr", "model", "quality", "metric", "use_balanced",
-               "balanced_method", "balanced_update", "balanced_tasks", "cautious", "adaptive_gamma",
+HYPERPARAMS = ("lambda", "variable_rate", "gamma", "w_lr", "lr", "aux_lr", "model", "quality", "metric",
+               "use_balanced", "balanced_method", "balanced_update", "balanced_tasks", "cautious", "adaptive_gamma",
                "gamma_strategy", "gamma_final", "gamma_decay", "batch_size", "patch_size", "epochs",
                "budget_minutes", "epoch_size", "clip_max_norm", "lr_schedule", "pretrained")
 
@@ -60,7 +60,6 @@ def runs_frame(runs: Iterable[RunData]) -> pd.DataFrame:
     rows = []
     config_keys: dict[str, None] = {}
     summary_keys: dict[str, None] = {}
-    runs = list(runs)
     variable = False
     for run in runs:
         for config, summary, suffix in rate_rows(canonical_config(run.config), canonical_metrics(run.summary)):
