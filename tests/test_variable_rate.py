@@ -132,6 +132,10 @@ def test_settings_of_a_variable_rate_run(tmp_path: Path, capsys: pytest.CaptureF
         TrainConfig(lambdas=[0.01]).validate()
     assert main(["train", "--lambda", "0.01", "--lambdas", "0.001,0.01", "--save-path", str(tmp_path / "r")]) == 2
     assert "not both" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="needs --lambdas"):
+        TrainConfig(lmbda=0.01, rate_gains="fixed").validate()
+    with pytest.raises(ConfigError, match="--rate-gains must be one of learned, fixed"):
+        TrainConfig(lambdas=LAMBDAS, rate_gains="frozen").validate()
 
 
 def test_a_rate_in_the_lic_header_and_old_files_unchanged() -> None:
@@ -242,3 +246,23 @@ def test_gains_start_at_the_rate_the_pretrained_model_was_trained_at(tmp_path: P
         [math.sqrt(0.0018 / 0.0067), 1.0, math.sqrt(0.0483 / 0.0067)], rel=1e-6)
     assert [float(gains["bare"].gain(k)) for k in range(3)] == pytest.approx(
         [1.0, math.sqrt(0.0067 / 0.0018), math.sqrt(0.0483 / 0.0018)], rel=1e-6)
+
+
+def test_fixed_gains_stay_where_they_start() -> None:
+    """``--rate-gains fixed``: the gains are no parameter of the optimiser and one step leaves them."""
+    from lictrain.training.build import build_parts
+    from lictrain.training.distributed import DistInfo
+
+    torch.manual_seed(0)
+    for mode, moves in (("fixed", False), ("learned", True)):
+        cfg = TrainConfig(model="bmshj2018-hyperprior", lambdas=[0.0018, 0.0483], rate_gains=mode, epochs=1,
+                          wandb_mode="disabled").validate()
+        model = build_parts(cfg, torch.device("cpu"), DistInfo(), 64).model
+        gains = rate_gains(model)
+        before = gains.log_gains.detach().clone()
+        optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.1)
+        set_gain(model, gains.gain(1))
+        out = model(torch.rand(1, 3, 64, 64))
+        sum(torch.log(lik).sum() for lik in out["likelihoods"].values()).neg().backward()
+        optimiser.step()
+        assert (not torch.equal(gains.log_gains.detach(), before)) is moves

@@ -106,6 +106,10 @@ class TrainConfig:
         None, group="model", parse=parse_floats, metavar="L1,L2,...", search=False, check=optional(check_lambda_set),
         help="train ONE variable-rate model for all these λ (QVRF gains; λ drawn per batch); then compress at any "
              "λ in the range (docs/variable_rate.md)")
+    rate_gains: str = setting(
+        "learned", group="model", choices=("learned", "fixed"), search=False,
+        help="with --lambdas: learn the gains (QVRF) or keep them at √(λ/λ_ref) so the trained rate range "
+             "cannot contract (docs/variable_rate.md)")
     metric: str = setting("mse", group="model", choices=METRICS,
                           help="mse (λ·255²·MSE + bpp) or ms-ssim (λ·(1-MS-SSIM) + bpp)")
     # optimisation
@@ -284,7 +288,9 @@ class TrainConfig:
             if self.use_balanced and self.balanced_update == "next-batch":
                 raise ConfigError("--lambdas with --use_balanced needs --balanced-update same-batch: next-batch "
                                   "compares the losses of two batches, which a variable-rate run draws at different λ")
-        elif self.lmbda is None:
+        elif self.rate_gains != "learned":
+            raise ConfigError("--rate-gains sets how a variable-rate model's gains train; it needs --lambdas")
+        if self.lambdas is None and self.lmbda is None:
             raise ConfigError("--lambda must be a positive number (or --lambdas L1,L2,... for one variable-rate model)")
         if self.adaptive_gamma and not self.use_balanced:
             raise ConfigError("--adaptive_gamma schedules the balanced optimiser's gamma; add --use_balanced")

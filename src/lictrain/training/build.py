@@ -135,6 +135,8 @@ def build_parts(cfg: TrainConfig, device: torch.device, dist: DistInfo, alignmen
         make_variable_rate(model, cfg.lambdas, reference=trained_at)
         if trained_at is not None:
             log.info("variable rate from weights trained at λ=%g: gains start at √(λ/%g)", trained_at, trained_at)
+    if cfg.lambdas is not None and cfg.rate_gains == "fixed":
+        rate_gains(model).log_gains.requires_grad_(False)  # before the optimiser is built: it never sees them
     if dist.enabled:
         torch.manual_seed(cfg.seed + 7919 * dist.rank)  # each rank its own quantisation noise
     trained = apply_speed_levers(model, cfg, device)
