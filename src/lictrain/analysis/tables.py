@@ -25,8 +25,8 @@ def recommend(df: pd.DataFrame, top_k: int = 5, lambda_value: float | None = Non
     """The ``top_k`` configurations by their mean ``metric`` over seeds.
 
     Columns: ``gamma``, ``w_lr``, ``variable_rate`` (when a variable-rate run is among them: its
-    rows are the rates of :mod:`lictrain.analysis.rate_rows`), the metric (the mean over the configuration's runs), ``lambda``,
-    ``name`` (its best run), ``runs`` and ``ci95`` (half-width of the 95% t-interval of the mean;
+    rows are the rates of :mod:`lictrain.analysis.rate_rows`), the metric (the mean over the
+    configuration's runs), ``lambda``, ``name`` (its best run), ``runs`` and ``ci95`` (half-width of the 95% t-interval of the mean;
     NaN for one run). Runs that differ only in their seed are one configuration. Only balanced
     runs are ranked when there are any (a standard run's gamma and w_lr were never used);
     ``lambda_value=None`` ranks every λ together. ``notes`` gets a line when the ranking cannot
