@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from lictrain.analysis.run_data import missing
 from lictrain.checkpoint import resolve_checkpoint
 from lictrain.config import TrainConfig
 from lictrain.data import load_builtin
@@ -35,10 +36,8 @@ from lictrain.evaluation.loading import load_codec
 from lictrain.evaluation.rd import bd_table, plot_rd, rd_frame
 from lictrain.evaluation.codec import encode_image
 from lictrain.models.gains import rate_gains
-from time_to_quality import train_once  # the same reuse-a-finished-run rule
+from time_to_quality import ANCHOR_QUALITIES, LAMBDAS, train_once  # the setting, its reuse rule
 
-LAMBDAS = (0.0018, 0.0067, 0.025, 0.0483)
-ANCHOR_QUALITIES = (2, 5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95)
 
 log = logging.getLogger("variable_rate")
 
@@ -128,7 +127,7 @@ def main() -> None:
 
 
 def _pct(value: float | None) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:+.2f}%"
+    return "-" if missing(value) else f"{value:+.2f}%"
 
 
 if __name__ == "__main__":

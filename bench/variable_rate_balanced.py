@@ -17,11 +17,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import math
 from pathlib import Path
 
 import torch
 
+from lictrain.analysis.run_data import missing
 from lictrain.checkpoint import resolve_checkpoint
 from lictrain.config import TrainConfig
 from lictrain.data import load_builtin
@@ -29,10 +29,8 @@ from lictrain.evaluation.anchors import evaluate_anchor
 from lictrain.evaluation.evaluate import evaluate_checkpoints
 from lictrain.evaluation.rd import bd_table, plot_rd, rd_frame
 from lictrain.training.advice import read_run
-from time_to_quality import train_once
+from time_to_quality import ANCHOR_QUALITIES, LAMBDAS, train_once  # the setting, its reuse rule
 
-LAMBDAS = (0.0018, 0.0067, 0.025, 0.0483)
-ANCHOR_QUALITIES = (2, 5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95)
 
 
 def main() -> None:
@@ -73,7 +71,7 @@ def main() -> None:
                   "| curve | BD-rate (PSNR) | BD-PSNR (dB) | notes |", "|---|---|---|---|"]
         for row in bd_table([*curves, anchor], reference).itertuples():
             if row.curve != reference:
-                bd = "refused" if _nan(row.bd_rate_psnr) else f"{row.bd_rate_psnr:+.2f}%"
+                bd = "refused" if missing(row.bd_rate_psnr) else f"{row.bd_rate_psnr:+.2f}%"
                 lines.append(f"| {row.curve} | {bd} | {row.bd_psnr:+.3f} | {row.notes} |")
     plot_rd(frame, out / "balanced.png", bd=bd_table([*curves, anchor], "jpeg420"), anchor="jpeg420",
             title=f"{args.model} variable rate: standard vs balanced, equal time")
@@ -81,9 +79,6 @@ def main() -> None:
     frame.to_json(out / "balanced.json", orient="records", indent=1)
     print("\n".join(lines))
 
-
-def _nan(value: object) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 if __name__ == "__main__":

@@ -30,15 +30,15 @@ from pathlib import Path
 
 import torch
 
+from lictrain.analysis.run_data import missing
 from lictrain.checkpoint import resolve_checkpoint
 from lictrain.config import TrainConfig
 from lictrain.data import load_builtin
 from lictrain.evaluation.evaluate import evaluate_checkpoints
 from lictrain.evaluation.rd import bd_table
 from lictrain.training.advice import read_run
-from time_to_quality import train_once
+from time_to_quality import LAMBDAS, train_once  # the issue's setting, its reuse rule
 
-LAMBDAS = (0.0018, 0.0067, 0.025, 0.0483)
 
 log = logging.getLogger("variable_rate_finetune")
 
@@ -55,9 +55,9 @@ def measure(model: str, args: argparse.Namespace, out: Path) -> dict:
                        final_eval=False)
     if args.fixed_from:
         fixed = {lm: Path(args.fixed_from) / f"fixed-{lm:g}" for lm in args.lambdas}
-        missing = [str(d) for d in fixed.values() if not (d / "run.json").exists()]
-        if missing:
-            raise SystemExit(f"--fixed-from: no run in {', '.join(missing)}")
+        absent = [str(d) for d in fixed.values() if not (d / "run.json").exists()]
+        if absent:
+            raise SystemExit(f"--fixed-from: no run in {', '.join(absent)}")
     else:
         fixed = {lm: train_once(out / model / f"fixed-{lm:g}", dataclasses.replace(base, lmbda=lm, steps=args.steps))
                  for lm in args.lambdas}
@@ -77,8 +77,8 @@ def measure(model: str, args: argparse.Namespace, out: Path) -> dict:
     high = [max(p.mean["bpp"] for p in c.points) for c in (variable, separate)]
     return {"model": model, "fixed_steps": fixed_steps, "finetune_steps": trained_steps(tuned),
             "from_lambda": read_run(source)[0]["config"].get("lmbda"),
-            "bd_rate": None if _nan(row.bd_rate_psnr) else float(row.bd_rate_psnr),
-            "bd_psnr": None if _nan(row.bd_psnr) else float(row.bd_psnr), "notes": str(row.notes),
+            "bd_rate": None if missing(row.bd_rate_psnr) else float(row.bd_rate_psnr),
+            "bd_psnr": None if missing(row.bd_psnr) else float(row.bd_psnr), "notes": str(row.notes),
             "low_bpp": low, "high_bpp": high,
             "real_vs_estimate": [100 * (p.mean["bpp"] / p.mean["bpp_estimated"] - 1) for p in variable.points],
             "points": {c.name: [(p.label, p.mean["bpp"], p.mean["psnr"]) for p in c.points]
@@ -140,9 +140,6 @@ def _span(values: list[float] | None) -> str:
     """``+0.4..+0.9%``: the range of real-vs-estimate differences over the coded rates."""
     return "-" if not values else f"{min(values):+.2f}..{max(values):+.2f}%"
 
-
-def _nan(value: object) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 if __name__ == "__main__":
