@@ -134,7 +134,8 @@ def use_rate(model: torch.nn.Module, lmbda: float | None) -> float | None:
         raise ConfigError(f"this is a variable-rate model (λ {low:g}..{high:g}): pass --lambda X in that range "
                           "or --target-bpp B")
     with torch.no_grad():
-        gain = float(torch.tensor(float(gains.gain_at(lmbda).detach()), dtype=torch.float32))  # exactly what the file stores
+        # exactly the float32 the file stores
+        gain = float(torch.tensor(float(gains.gain_at(lmbda).detach()), dtype=torch.float32))
     set_gain(model, torch.tensor(gain, dtype=torch.float32, device=gains.log_gains.device))
     return gain
 

@@ -63,7 +63,16 @@ class RateGains(nn.Module):
         super().__init__()
         values = check_lambdas(lambdas)
         self.register_buffer("lambdas", torch.tensor(values, dtype=torch.float64))
-        self.log_gains = nn.Parameter(0.5 * torch.log(torch.tensor(values) / values[0]).float())
+        self.log_gains = nn.Parameter(torch.zeros(len(values)))
+        self.start_at(values[0])
+
+    def start_at(self, reference: float) -> None:
+        """Gains ``√(λ_k/reference)`` (QVRF's initialisation): the rate trained at ``reference``
+        has gain 1."""
+        if not (math.isfinite(reference) and reference > 0):
+            raise ConfigError(f"the reference λ of the gains must be a positive number, got {reference!r}")
+        with torch.no_grad():
+            self.log_gains.copy_(0.5 * torch.log(self.lambdas / reference).to(self.log_gains))
 
     @property
     def count(self) -> int:
@@ -145,13 +154,10 @@ def make_variable_rate(model: nn.Module, lambdas: Sequence[float], reference: fl
 
 
 def _start_at(model: nn.Module, reference: float | None) -> nn.Module:
-    """Gains ``√(λ_k/reference)`` (no change for ``None``)."""
+    """``model`` with its gains started at ``reference`` (:meth:`RateGains.start_at`; ``None``: as built)."""
     gains = rate_gains(model)
     if reference is not None and gains is not None:
-        if not (math.isfinite(reference) and reference > 0):
-            raise ConfigError(f"the reference λ of the gains must be a positive number, got {reference!r}")
-        with torch.no_grad():
-            gains.log_gains.copy_(0.5 * torch.log(gains.lambdas / reference).to(gains.log_gains))
+        gains.start_at(reference)
     return model
 
 

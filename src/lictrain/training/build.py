@@ -109,7 +109,8 @@ def load_pretrained_weights(model: torch.nn.Module, path: str, model_name: str |
         raise CheckpointError(f"weights in {weights.file} do not fit this model ({first}); check --model and "
                               "--quality") from exc
     log.info("loaded pretrained weights from %s (%s)", weights.file, weights.origin)
-    lmbda = (weights.checkpoint.get("config") or {}).get("lmbda") if isinstance(weights.checkpoint, dict) else None
+    config = weights.checkpoint.get("config")  # none in files that are not lictrain's; untrusted in any
+    lmbda = config.get("lmbda") if isinstance(config, dict) else None
     fixed = trained_rates is None and isinstance(lmbda, (int, float)) and not isinstance(lmbda, bool)
     return float(lmbda) if fixed and math.isfinite(lmbda) and lmbda > 0 else None
 
